@@ -1,0 +1,410 @@
+"""Push the server's time to every connected browser, once a second.
+
+A thread-based WebSocket server in the shape of the classic Tornado tutorial:
+
+- ``clients`` maps each client's ``Id`` (from ``/websocket?Id=...``) to its handler;
+- ``IndexHandler`` serves the page that connects and shows the time;
+- ``MyWebSocketHandler`` adds a connection to ``clients`` in ``open()`` and removes it in
+  ``on_close()``;
+- ``SendThread`` wakes at the turn of every second and pushes the time to every client.
+
+Tornado's handlers and the ``clients`` dict belong to the IOLoop's thread. ``SendThread`` never
+touches them: it hands each tick to the loop with ``IOLoop.add_callback``, the one IOLoop method
+that is safe to call from another thread, and ``send_to_all`` does the writing there.
+
+Left out on purpose: TLS (put a proxy in front), authentication, and more than one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import datetime
+import logging
+import math
+import os
+import signal
+import struct
+import sys
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.ioloop
+import tornado.netutil
+import tornado.options
+import tornado.web
+import tornado.websocket
+from tornado.httpserver import HTTPServer
+from tornado.options import define, options
+
+define("port", default=8888, help="run on the given port", type=int)
+define("address", default="127.0.0.1", help="listen on this address (0.0.0.0 for all)")
+define("interval", default=1.0, help="seconds between ticks", type=float)
+define("debug", default=False, help="reload on code changes, show tracebacks", type=bool)
+define(
+    "allowed_origins",
+    default=[],
+    multiple=True,
+    help="origins allowed to connect, e.g. https://a.example,http://b.example:8080 "
+    "(default: the page's own origin only)",
+)
+define("max_message_size", default=64 * 1024, help="largest message in bytes", type=int)
+define("max_messages_per_second", default=10, help="messages a client may send", type=int)
+define("ping_interval", default=20.0, help="seconds between keep-alive pings", type=float)
+define("ping_timeout", default=20.0, help="seconds to wait for a pong", type=float)
+define("max_clients", default=10_000, help="connections served at once", type=int)
+define(
+    "slow_client_timeout",
+    default=30.0,
+    help="close a client that has not read a tick for this many seconds",
+    type=float,
+)
+
+log = logging.getLogger("app")
+
+MAX_ID_LENGTH = 64
+
+# Close codes this server sends (RFC 6455 section 7.4; 4000-4999 are for applications).
+CLOSE_GOING_AWAY = 1001  # the server is shutting down
+CLOSE_UNSUPPORTED_DATA = 1003  # a binary message: this server only takes text
+CLOSE_POLICY_VIOLATION = 1008  # too many messages, or ticks left unread
+CLOSE_TOO_BIG = 1009  # sent by Tornado itself past websocket_max_message_size
+CLOSE_REPLACED = 4000  # another connection took over this Id
+
+# Client Id -> {"id": Id, "object": MyWebSocketHandler}. Only the IOLoop's thread touches it.
+clients: dict[str, dict[str, Any]] = {}
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters for ``/stats``, kept by the IOLoop's thread."""
+
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    ticks: int = 0
+    ticks_sent: int = 0
+    ticks_skipped_slow: int = 0
+    ticks_skipped_late: int = 0
+    messages_received: int = 0
+    refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    closed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    fanout_ms: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=100)
+    )
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clients": len(clients),
+            "uptime_seconds": round(time.monotonic() - self.started, 3),
+            "ticks": self.ticks,
+            "ticks_sent": self.ticks_sent,
+            "ticks_skipped_slow": self.ticks_skipped_slow,
+            "ticks_skipped_late": self.ticks_skipped_late,
+            "messages_received": self.messages_received,
+            "refused": dict(self.refused),
+            "closed": dict(self.closed),
+            "fanout_ms": [round(ms, 3) for ms in self.fanout_ms],
+        }
+
+
+stats = Stats()
+
+
+def id_problem(client_id: str) -> str | None:
+    """Say what is wrong with a client Id, or return None if it is fine.
+
+    An Id is 1 to 64 printable characters: letters of any script, digits, punctuation and
+    spaces, but no control characters such as a newline.
+    """
+    if not client_id:
+        return "Missing Id query argument"
+    if len(client_id) > MAX_ID_LENGTH:
+        return f"Id longer than {MAX_ID_LENGTH} characters"
+    if not client_id.isprintable():
+        return "Id contains control characters"
+    return None
+
+
+def origin_key(origin: str) -> tuple[str, str, int | None] | None:
+    """Reduce an origin to (scheme, host, port) with the default port filled in."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None
+    default_port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, parts.hostname, port or default_port
+
+
+def encode_text_frame(text: str) -> bytes:
+    """Build one unmasked WebSocket text frame (RFC 6455 section 5.2), as a server sends it."""
+    payload = text.encode("utf-8")
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
+
+
+class IndexHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.render("index.html", interval=self.settings["interval"])
+
+
+class StatsHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(stats.as_dict())
+
+
+class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
+    client_id = ""
+    undrained_since: float | None = None
+
+    def prepare(self) -> None:
+        # Refuse before the handshake, so the client gets an HTTP status and a reason
+        # rather than an open connection that is dropped without a word.
+        client_id = self.get_argument("Id", default="", strip=False)
+        problem = id_problem(client_id)
+        if problem is not None:
+            stats.refused["missing_id" if not client_id else "bad_id"] += 1
+            raise tornado.web.HTTPError(400, "%s: %r", problem, client_id[:100], reason=problem)
+        if len(clients) >= self.settings["max_clients"] and client_id not in clients:
+            stats.refused["full"] += 1
+            raise tornado.web.HTTPError(503, reason="Server full, try again later")
+        self.client_id = client_id
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code} {self._reason}\n")
+
+    def check_origin(self, origin: str) -> bool:
+        allowed = self.settings["allowed_origins"]
+        if allowed:
+            key = origin_key(origin)
+            ok = key is not None and key in {origin_key(a) for a in allowed}
+        else:
+            ok = super().check_origin(origin)
+        if not ok:
+            stats.refused["origin"] += 1
+            log.warning("Refused a connection from origin %r", origin[:200])
+        return ok
+
+    def open(self) -> None:
+        self.set_nodelay(True)
+        self.tokens = float(self.settings["max_messages_per_second"])
+        self.tokens_at = time.monotonic()
+        old = clients.get(self.client_id)
+        if old is not None:
+            stats.closed["replaced"] += 1
+            old["object"].close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
+        clients[self.client_id] = {"id": self.client_id, "object": self}
+        log.info("Client %r connected (%d connected)", self.client_id, len(clients))
+
+    def on_message(self, message: str | bytes) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # a flood keeps arriving for a moment after we said goodbye
+        stats.messages_received += 1
+        if isinstance(message, bytes):
+            stats.closed["binary"] += 1
+            log.warning("Client %r sent %d bytes of binary data", self.client_id, len(message))
+            self.close(CLOSE_UNSUPPORTED_DATA, "Only text messages are accepted")
+            return
+        if not self.take_token():
+            stats.closed["flood"] += 1
+            log.warning("Client %r sends too many messages", self.client_id)
+            self.close(CLOSE_POLICY_VIOLATION, "Too many messages")
+            return
+        # %r escapes newlines and control characters, so a message cannot forge a log line.
+        log.info("Message from %r (%d chars): %r", self.client_id, len(message), message[:200])
+
+    def take_token(self) -> bool:
+        """Token bucket: allow a burst of max_messages_per_second, refilled at that rate."""
+        rate = self.settings["max_messages_per_second"]
+        now = time.monotonic()
+        self.tokens = min(rate, self.tokens + (now - self.tokens_at) * rate)
+        self.tokens_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def on_close(self) -> None:
+        # Remove our own entry only: after a takeover the Id belongs to the newer connection.
+        entry = clients.get(self.client_id)
+        if entry is not None and entry["object"] is self:
+            del clients[self.client_id]
+        log.info(
+            "Client %r left (code %r, reason %r; %d connected)",
+            self.client_id,
+            self.close_code,
+            self.close_reason,
+            len(clients),
+        )
+
+    def send_frame(self, frame: bytes, now: float) -> bool:
+        """Write an encoded tick; skip it if this client has not read the previous one."""
+        stream = self.ws_connection.stream  # type: ignore[union-attr]
+        if stream.writing():
+            # Only the newest time matters, so never queue a second tick behind the first.
+            if self.undrained_since is None:
+                self.undrained_since = now
+            elif now - self.undrained_since > self.settings["slow_client_timeout"]:
+                stats.closed["slow"] += 1
+                log.warning("Client %r has not read a tick for a while", self.client_id)
+                self.close(CLOSE_POLICY_VIOLATION, "Not reading ticks")
+            return False
+        self.undrained_since = None
+        # One system call while the socket has room; the IOStream queues whatever is left
+        # and keeps the bytes in order.
+        try:
+            sent = stream.write_to_fd(memoryview(frame))
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            stream.close()  # the peer is gone; on_close cleans up
+            return False
+        if sent < len(frame):
+            stream.write(frame[sent:])
+        return True
+
+
+def send_to_all(text: str) -> None:
+    """Send one tick to every client. Runs on the IOLoop's thread, called via add_callback."""
+    started = time.perf_counter()
+    frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
+    now = time.monotonic()
+    sent = skipped = 0
+    for entry in list(clients.values()):
+        handler = entry["object"]
+        connection = handler.ws_connection
+        if connection is None or connection.is_closing():
+            continue
+        if handler.send_frame(frame, now):
+            sent += 1
+        else:
+            skipped += 1
+    stats.ticks += 1
+    stats.ticks_sent += sent
+    stats.ticks_skipped_slow += skipped
+    stats.fanout_ms.append((time.perf_counter() - started) * 1000)
+
+
+def count_late_ticks(missed: int) -> None:
+    stats.ticks_skipped_late += missed
+
+
+class SendThread(threading.Thread):
+    """Wake at every multiple of ``interval`` on the wall clock and hand the time to the loop."""
+
+    def __init__(self, io_loop: tornado.ioloop.IOLoop, interval: float = 1.0) -> None:
+        super().__init__(name="SendThread", daemon=True)
+        self.io_loop = io_loop
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        # Aim at whole multiples of the interval (the turn of each second by default), and
+        # compute each target from a tick number rather than by adding up sleeps, so the
+        # schedule cannot drift.
+        tick = math.floor(time.time() / self.interval) + 1
+        while not self.stopping.is_set():
+            delay = tick * self.interval - time.time()
+            if delay > 0:
+                self.stopping.wait(delay)
+                continue
+            missed = math.floor(-delay / self.interval)
+            if missed:
+                # Woken far too late (the machine was paused): send the current time once
+                # instead of a burst of stale ones.
+                tick += missed
+                self.io_loop.add_callback(count_late_ticks, missed)
+            # The thread only hands over the text; the loop's thread does every write.
+            self.io_loop.add_callback(send_to_all, str(datetime.datetime.now()))
+            tick += 1
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def make_app(**settings: Any) -> tornado.web.Application:
+    """Build the application; keyword arguments override settings taken from the options."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    app_settings: dict[str, Any] = dict(
+        template_path=os.path.join(here, "templates"),
+        static_path=os.path.join(here, "static"),
+        debug=options.debug,
+        interval=options.interval,
+        allowed_origins=options.allowed_origins,
+        max_clients=options.max_clients,
+        max_messages_per_second=options.max_messages_per_second,
+        slow_client_timeout=options.slow_client_timeout,
+        websocket_max_message_size=options.max_message_size,
+        websocket_ping_interval=options.ping_interval,
+        websocket_ping_timeout=options.ping_timeout,
+    )
+    app_settings.update(settings)
+    return tornado.web.Application(
+        [
+            (r"/", IndexHandler),
+            (r"/websocket", MyWebSocketHandler),
+            (r"/stats", StatsHandler),
+        ],
+        **app_settings,
+    )
+
+
+async def close_all(code: int, reason: str, timeout: float) -> None:
+    """Close every client and wait, up to ``timeout`` seconds, for them to answer."""
+    for entry in list(clients.values()):
+        entry["object"].close(code, reason)
+    stats.closed["shutdown"] += len(clients)
+    deadline = time.monotonic() + timeout
+    while clients and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
+async def serve() -> None:
+    app = make_app()
+    sockets = tornado.netutil.bind_sockets(options.port, options.address)
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    host, port = sockets[0].getsockname()[:2]
+    log.info("Listening on http://%s:%d/", host, port)
+
+    # A signal only sets an event; the shutdown itself runs here, on the loop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+
+    thread = SendThread(tornado.ioloop.IOLoop.current(), options.interval)
+    thread.start()
+    await stop.wait()
+
+    log.info("Shutting down")
+    thread.stop()
+    thread.join()
+    server.stop()
+    await close_all(CLOSE_GOING_AWAY, "Server shutting down", timeout=1.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the server; ``argv`` are the command-line words after the program name."""
+    tornado.options.parse_command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
