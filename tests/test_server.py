@@ -1,0 +1,312 @@
+"""The article's program on current Tornado: each of its defects, pinned."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import io
+import logging
+import math
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+import tornado.iostream
+from support import TICK, TickServerTestCase
+from tornado.httpclient import HTTPClientError
+from tornado.testing import gen_test
+from tornado.websocket import websocket_connect
+
+import app
+
+
+def boundary_index(text: str, interval: float) -> tuple[int, float]:
+    """The tick a pushed text belongs to, and how far past that tick's boundary it was taken."""
+    taken = datetime.datetime.fromisoformat(text).timestamp()
+    index = math.floor(taken / interval + 1e-6)
+    return index, taken - index * interval
+
+
+async def read_ticks(connection: Any, count: int) -> list[str]:
+    ticks = []
+    for _ in range(count):
+        message = await connection.read_message()
+        assert message is not None, "connection closed while waiting for ticks"
+        ticks.append(message)
+    return ticks
+
+
+class TestPush(TickServerTestCase):
+    @gen_test
+    async def test_client_receives_the_time_on_current_tornado(self) -> None:
+        """A client that connects with an Id gets the server's time as text, tick after tick."""
+        connection = await self.ws_connect("reader")
+        ticks = await read_ticks(connection, 3)
+        stamps = [datetime.datetime.fromisoformat(text) for text in ticks]
+        assert stamps == sorted(stamps) and len(set(stamps)) == 3
+        assert abs(stamps[-1] - datetime.datetime.now()) < datetime.timedelta(seconds=1)
+        assert list(app.clients) == ["reader"]
+        assert app.clients["reader"]["id"] == "reader"
+
+    @gen_test
+    async def test_every_socket_write_happens_on_the_loop_thread(self) -> None:
+        """Every byte sent to a client, ticks included, is written by the IOLoop's thread."""
+        writers: set[int] = set()
+        original = tornado.iostream.IOStream.write_to_fd
+
+        def recording_write(stream: Any, data: memoryview) -> int:
+            writers.add(threading.get_ident())
+            return original(stream, data)
+
+        tornado.iostream.IOStream.write_to_fd = recording_write  # type: ignore[method-assign]
+        try:
+            connections = [await self.ws_connect(f"c{n}") for n in range(3)]
+            for connection in connections:
+                await read_ticks(connection, 3)
+        finally:
+            tornado.iostream.IOStream.write_to_fd = original  # type: ignore[method-assign]
+        assert app.stats.ticks_sent >= 9
+        assert writers == {threading.get_ident()}
+
+    @gen_test
+    async def test_send_thread_never_touches_clients(self) -> None:
+        """The SendThread only hands work to the loop: every use of ``clients`` is on the loop."""
+        users: set[str] = set()
+
+        class WatchedDict(dict):
+            pass
+
+        for name in ("__getitem__", "__setitem__", "__delitem__", "__iter__", "__len__", "get"):
+            method = getattr(dict, name)
+
+            def watched(self: dict, *args: Any, _method: Any = method) -> Any:
+                users.add(threading.current_thread().name)
+                return _method(self, *args)
+
+            setattr(WatchedDict, name, watched)
+        for name in ("keys", "values", "items"):
+            method = getattr(dict, name)
+
+            def watched_view(self: dict, _method: Any = method) -> Any:
+                users.add(threading.current_thread().name)
+                return _method(self)
+
+            setattr(WatchedDict, name, watched_view)
+
+        original = app.clients
+        app.clients = WatchedDict()
+        try:
+            connection = await self.ws_connect("watched")
+            await read_ticks(connection, 3)
+            connection.close()
+            await self.wait_until(lambda: not app.clients)
+        finally:
+            app.clients = original
+        assert users == {threading.current_thread().name}
+
+    async def wait_until(self, condition: Any, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.005)
+
+    @gen_test
+    async def test_same_id_takes_over_and_the_old_close_keeps_the_new_entry(self) -> None:
+        """A second connection with an Id in use replaces the first, which is told why."""
+        first = await self.ws_connect("shared")
+        await read_ticks(first, 1)
+        second = await self.ws_connect("shared")
+        while await first.read_message() is not None:
+            pass
+        assert first.close_code == app.CLOSE_REPLACED
+        assert "same Id" in (first.close_reason or "")
+        # The first connection's on_close has run by now; the newer entry must survive it.
+        await self.wait_until(lambda: app.stats.closed["replaced"] == 1)
+        assert app.clients["shared"]["object"] is not None
+        ticks_before = app.stats.ticks_sent
+        await read_ticks(second, 3)
+        assert list(app.clients) == ["shared"]
+        assert app.stats.ticks_sent > ticks_before
+
+    @gen_test
+    async def test_missing_or_empty_id_is_refused_before_the_handshake(self) -> None:
+        """No Id, or an empty one, gets HTTP 400 naming the Id argument, and no traceback."""
+        for query in ("", "?Id=", "?id=lowercase"):
+            with self.assertLogs(level=logging.DEBUG) as captured:
+                with pytest.raises(HTTPClientError) as refused:
+                    await websocket_connect(self.get_ws_url("/websocket" + query))
+                logging.getLogger("test").debug("marker so the block always logs")
+            assert refused.value.code == 400
+            assert refused.value.response is not None
+            body = refused.value.response.body.decode()
+            assert "Missing Id query argument" in body
+            assert not any(record.exc_info for record in captured.records)
+            assert not any("Traceback" in record.getMessage() for record in captured.records)
+        assert not app.clients
+        assert app.stats.refused["missing_id"] == 3
+
+    @gen_test
+    async def test_messages_and_ids_are_logged_without_forging_lines(self) -> None:
+        """What a client sends goes to the log, escaped so a newline cannot start a new line."""
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout), self.assertLogs("app", logging.INFO) as captured:
+            connection = await self.ws_connect("id%20with%20%E2%9C%93")
+            connection.write_message("hello\n[E 261124 00:00:00 app:1] forged")
+            await self.wait_until(lambda: app.stats.messages_received == 1)
+        assert stdout.getvalue() == ""
+        messages = [record.getMessage() for record in captured.records]
+        logged = [message for message in messages if "hello" in message]
+        assert len(logged) == 1
+        assert "\n" not in logged[0] and "\\n" in logged[0]
+        assert "'id with ✓'" in logged[0]
+
+
+class TestSchedule(TickServerTestCase):
+    interval = 0.02
+
+    @gen_test(timeout=10)
+    async def test_ticks_land_on_the_turn_of_the_interval_without_drift(self) -> None:
+        """Every tick is taken just after a whole multiple of the interval, none missing."""
+        connection = await self.ws_connect("timing")
+        ticks = await read_ticks(connection, 40)
+        placed = [boundary_index(text, self.interval) for text in ticks]
+        indexes = [index for index, _ in placed]
+        assert indexes == list(range(indexes[0], indexes[0] + len(ticks)))
+        late = [round(offset * 1000, 2) for _, offset in placed]
+        # A drifting or unaligned schedule lands anywhere in the interval.
+        assert max(late) < self.interval * 1000 / 4, late
+
+
+class FakeLoop:
+    """Stands in for the IOLoop: records what the thread hands over, and when."""
+
+    def __init__(self, pause_on_call: int, pause: float) -> None:
+        self.calls: list[tuple[float, Any, tuple]] = []
+        self.pause_on_call = pause_on_call
+        self.pause = pause
+
+    def add_callback(self, callback: Any, *args: Any) -> None:
+        self.calls.append((time.time(), callback, args))
+        if len(self.calls) == self.pause_on_call:
+            time.sleep(self.pause)  # the thread stalls, as if the machine were suspended
+
+
+def test_a_late_tick_is_skipped_not_sent_in_a_burst() -> None:
+    """After a stall of several intervals the thread sends the current time once, then resumes."""
+    interval = 0.02
+    loop = FakeLoop(pause_on_call=2, pause=3.5 * interval)
+    thread = app.SendThread(loop, interval)  # type: ignore[arg-type]
+    thread.start()
+    deadline = time.monotonic() + 5
+    while sum(1 for call in loop.calls if call[1] is app.send_to_all) < 6:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    thread.stop()
+    thread.join()
+    sends = [(at, args[0]) for at, callback, args in loop.calls if callback is app.send_to_all]
+    late = [args[0] for _, callback, args in loop.calls if callback is app.count_late_ticks]
+    # The stall began just after tick 1 and ended halfway through tick 4: ticks 2 and 3 are
+    # dropped, tick 4 goes out late with the time of that moment.
+    assert late == [2]
+    indexes = [boundary_index(text, interval)[0] for _, text in sends]
+    gaps = [b - a for a, b in zip(indexes, indexes[1:])]
+    assert gaps == [1, 3, 1, 1, 1][: len(gaps)], gaps
+    times = [at for at, _ in sends]
+    assert min(b - a for a, b in zip(times, times[1:])) > interval / 4
+
+
+def test_the_thread_stops_promptly() -> None:
+    """stop() ends the thread within a moment, even with a long interval."""
+    thread = app.SendThread(FakeLoop(0, 0), interval=60)  # type: ignore[arg-type]
+    thread.start()
+    started = time.monotonic()
+    thread.stop()
+    thread.join(timeout=2)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 1
+
+
+async def churn(port: int, count: int, concurrency: int, seconds: float) -> int:
+    """Open and drop WebSocket connections as fast as the server allows; return how many."""
+    request = (
+        "GET /websocket?Id={id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(worker_id: int) -> None:
+        nonlocal done
+        n = 0
+        while done < count and time.monotonic() < deadline:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # Every worker reuses a handful of Ids, so takeovers happen too.
+            writer.write(request.format(id=f"churn{worker_id}-{n % 3}").encode())
+            await reader.readuntil(b"\r\n\r\n")
+            if n % 2:
+                writer.write(b"\x88\x82abcd" + bytes(x ^ y for x, y in zip(b"\x03\xe8", b"ab")))
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            done += 1
+            n += 1
+
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return done
+
+
+def test_churn_never_stops_the_pushes(start_server: Any) -> None:
+    """Thousands of connects and disconnects leave a long-lived client with every tick."""
+    interval = 0.05
+    server = start_server(f"--interval={interval}", "--max_clients=1000")
+
+    async def scenario() -> tuple[list[str], int, float]:
+        steady = await websocket_connect(server.ws_url + "?Id=steady")
+        await steady.read_message()  # the first tick may be partial; count from the next
+        started = time.monotonic()
+        churned = asyncio.ensure_future(churn(server.port, 4000, 16, seconds=4.0))
+        ticks = []
+        while not churned.done():
+            ticks.append(await steady.read_message())
+        ticks += [await steady.read_message() for _ in range(3)]
+        steady.close()
+        return ticks, churned.result(), time.monotonic() - started
+
+    ticks, churned, elapsed = asyncio.run(scenario())
+    print(f"{churned} connections in {elapsed:.2f} s: {churned / elapsed:.0f}/s")
+    assert churned >= 1000
+    indexes = [boundary_index(text, interval)[0] for text in ticks]
+    assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
+    for bad in ("Traceback", "Task exception", "[E ", "RuntimeError"):
+        assert bad not in server.log
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_server_and_says_going_away(start_server: Any, signum: int) -> None:
+    """Ctrl-C or SIGTERM: every client gets 1001 Going Away and the process exits 0, quietly."""
+    server = start_server(f"--interval={TICK}")
+
+    async def scenario() -> list[tuple[int | None, str | None]]:
+        connections = [await websocket_connect(f"{server.ws_url}?Id=c{n}") for n in range(3)]
+        for connection in connections:
+            await connection.read_message()
+        server.process.send_signal(signum)
+        for connection in connections:
+            while await connection.read_message() is not None:
+                pass
+            connection.close()
+        return [(c.close_code, c.close_reason) for c in connections]
+
+    started = time.monotonic()
+    closes = asyncio.run(scenario())
+    assert server.process.wait(timeout=5) == 0
+    elapsed = time.monotonic() - started
+    assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * 3
+    assert elapsed < 3
+    assert "Traceback" not in server.log and "KeyboardInterrupt" not in server.log
+    assert "Shutting down" in server.log
