@@ -48,8 +48,8 @@ define(
     "allowed_origins",
     default=[],
     multiple=True,
-    help="origins allowed to connect, e.g. https://a.example,http://b.example:8080 "
-    "(default: the page's own origin only)",
+    help="origins allowed to connect, comma-separated, e.g. "
+    "https://a.example,http://b.example:8080; empty means the page's own origin only",
 )
 define("max_message_size", default=64 * 1024, help="largest message in bytes", type=int)
 define("max_messages_per_second", default=10, help="messages a client may send", type=int)
