@@ -1,12 +1,292 @@
-// Connect to this server's /websocket and show each time it pushes.
-const params = new URLSearchParams(location.search);
-const id = params.get("Id") || crypto.randomUUID().slice(0, 8);
-const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-const socket = new WebSocket(`${scheme}//${location.host}/websocket?Id=${encodeURIComponent(id)}`);
-const clock = document.getElementById("clock");
-const status = document.getElementById("status");
-socket.addEventListener("open", () => { status.textContent = `Connected as ${id}`; });
-socket.addEventListener("message", (event) => { clock.textContent = event.data; });
-socket.addEventListener("close", (event) => {
-  status.textContent = `Closed (${event.code}) ${event.reason}`;
+// The browser half: connect to this server's /websocket, show each time it pushes, and come
+// back by itself when the link drops. A module script runs once the page is parsed, so the
+// elements below already exist.
+//
+// Optional query parameters: ?Id=... (else one is made and kept for the tab), and
+// ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default).
+
+const CLOSE_REPLACED = 4000; // the server: a newer connection took over this Id
+const USER_CLOSE = { code: 1000, reason: "Closed by the user" };
+const ID_KEY = "clock.id";
+const LOG_LIMIT = 12;
+const LOG_TEXT_LIMIT = 120;
+const DEAD_AFTER_TICKS = 3;
+const DEAD_AFTER_MIN_MS = 1000; // a busy browser can stall for a moment; that is not a dead link
+
+// What the codes this server sends mean, for a close frame that carries no reason.
+const CLOSE_MEANINGS = {
+  1000: "normal closure",
+  1001: "going away",
+  1003: "text messages only",
+  1008: "policy violation",
+  1009: "message too big",
+  4000: "replaced by another connection",
+};
+
+// str(datetime.datetime.now()) on the server; the fraction is left out at .000000.
+const PUSHED_TIME = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}:\d{2}:\d{2})(\.\d+)?$/;
+
+const settings = readSettings();
+const view = {
+  status: document.getElementById("status"),
+  statusText: document.getElementById("status-text"),
+  clock: document.getElementById("clock"),
+  time: document.getElementById("clock-time"),
+  date: document.getElementById("clock-date"),
+  raw: document.getElementById("clock-raw"),
+  id: document.getElementById("client-id"),
+  interval: document.getElementById("interval"),
+  form: document.getElementById("send-form"),
+  message: document.getElementById("message"),
+  send: document.getElementById("send"),
+  close: document.getElementById("close"),
+  connect: document.getElementById("connect"),
+  log: document.getElementById("log"),
+};
+const dateFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "long",
+  year: "numeric",
+  month: "long",
+  day: "numeric",
+  timeZone: "UTC", // the date is built in UTC below, so no offset can move it a day
 });
+
+// The one live connection, and what the page knows about it.
+const link = {
+  socket: null,
+  attempt: 0, // reconnects since the last connection that delivered a tick
+  retryTimer: 0,
+  watchdogTimer: 0,
+  lastHeardAt: 0,
+  opened: false,
+  ticked: false,
+  userClose: null,
+};
+
+function readSettings() {
+  const params = new URLSearchParams(location.search);
+  const intervalMs = seconds(document.body.dataset.interval, 1) * 1000;
+  return {
+    id: params.get("Id") || keptId(),
+    intervalMs,
+    deadAfterMs: Math.max(DEAD_AFTER_TICKS * intervalMs, DEAD_AFTER_MIN_MS),
+    backoffMs: seconds(params.get("backoff"), 1) * 1000,
+    backoffMaxMs: seconds(params.get("backoffMax"), 30) * 1000,
+  };
+}
+
+function seconds(text, fallback) {
+  const value = Number.parseFloat(text);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+function keptId() {
+  try {
+    let id = sessionStorage.getItem(ID_KEY);
+    if (!id) {
+      id = newId();
+      sessionStorage.setItem(ID_KEY, id);
+    }
+    return id;
+  } catch {
+    return newId(); // storage is blocked: a new Id on each load is the best we can do
+  }
+}
+
+function newId() {
+  // crypto.randomUUID() needs a secure context; getRandomValues() works over plain http too.
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return "tab-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function socketUrl() {
+  // Same host and port as the page, and wss: behind a TLS proxy.
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/websocket?Id=${encodeURIComponent(settings.id)}`;
+}
+
+function connect() {
+  clearTimeout(link.retryTimer);
+  Object.assign(link, { opened: false, ticked: false, userClose: null });
+  link.lastHeardAt = performance.now();
+  const socket = new WebSocket(socketUrl());
+  link.socket = socket;
+  // Events from a socket the page has already given up on are ignored.
+  socket.addEventListener("open", () => socket === link.socket && onOpen());
+  socket.addEventListener("message", (event) => socket === link.socket && onMessage(event));
+  socket.addEventListener("close", (event) => socket === link.socket && onClose(event));
+  showStatus("connecting", "Connecting…");
+  logEvent(`Connecting to ${location.host}`);
+  link.watchdogTimer = setTimeout(checkLink, settings.deadAfterMs);
+}
+
+function onOpen() {
+  link.opened = true;
+  link.lastHeardAt = performance.now();
+  showStatus("connected", "Connected");
+  logEvent("Connected", "good");
+}
+
+function onMessage(event) {
+  link.lastHeardAt = performance.now();
+  if (!link.ticked) {
+    link.ticked = true;
+    link.attempt = 0; // a connection that delivers ticks is a good one: start backoff afresh
+    view.clock.classList.remove("stale");
+  }
+  showTime(String(event.data));
+}
+
+function onClose(event) {
+  forget();
+  if (link.userClose) {
+    const { code, reason } = link.userClose;
+    showStatus("closed", `Closed: ${code} ${reason}`);
+    logEvent(`Closed: ${code} ${reason}`);
+  } else if (event.code === CLOSE_REPLACED) {
+    const text = `Closed: ${describeClose(event)} · not reconnecting`;
+    showStatus("closed", text);
+    logEvent(text, "bad");
+  } else {
+    logEvent(`Closed: ${describeClose(event)}`, "bad");
+    scheduleReconnect(`Closed: ${describeClose(event)}`);
+  }
+}
+
+function describeClose(event) {
+  if (event.reason) return `${event.code} ${event.reason}`;
+  if (event.code === 1006) {
+    // A refused handshake (bad Id, foreign origin, server full) looks just like this.
+    return link.opened ? "1006 connection lost" : "1006 could not connect (refused or unreachable)";
+  }
+  return `${event.code} ${CLOSE_MEANINGS[event.code] ?? "no reason given"}`;
+}
+
+function checkLink() {
+  // Re-check on wake-up: a throttled background tab may run this timer late.
+  const quiet = performance.now() - link.lastHeardAt;
+  if (quiet < settings.deadAfterMs) {
+    link.watchdogTimer = setTimeout(checkLink, settings.deadAfterMs - quiet);
+    return;
+  }
+  // Over a dead link the closing handshake could take minutes: drop the socket and move on.
+  const socket = link.socket;
+  forget();
+  socket.close();
+  const what = link.opened ? "No tick" : "No answer";
+  logEvent(`${what} for ${formatSeconds(quiet)}: the link looks dead`, "bad");
+  scheduleReconnect(`${what} for ${formatSeconds(quiet)}`);
+}
+
+function forget() {
+  clearTimeout(link.watchdogTimer);
+  link.socket = null;
+  view.clock.classList.add("stale");
+}
+
+function backoffDelay(attempt) {
+  // Exponential, capped, with "equal jitter": half of each step is fixed and half random, so
+  // every page that lost the same server does not come back in the same instant.
+  const step = Math.min(settings.backoffMaxMs, settings.backoffMs * 2 ** attempt);
+  return step / 2 + (Math.random() * step) / 2;
+}
+
+function scheduleReconnect(why) {
+  const delay = backoffDelay(link.attempt);
+  link.attempt += 1;
+  const when = `reconnecting in ${formatSeconds(delay)}`;
+  showStatus("reconnecting", `${why} · ${when}`);
+  view.status.dataset.retryMs = String(Math.round(delay));
+  logEvent(`Attempt ${link.attempt}: ${when}`).dataset.retryMs = String(Math.round(delay));
+  link.retryTimer = setTimeout(connect, delay);
+}
+
+function formatSeconds(ms) {
+  const digits = ms < 1000 ? 2 : ms < 10000 ? 1 : 0;
+  return `${Number((ms / 1000).toFixed(digits))} s`;
+}
+
+function closeByUser() {
+  clearTimeout(link.retryTimer);
+  clearTimeout(link.watchdogTimer);
+  const { code, reason } = USER_CLOSE;
+  if (link.socket) {
+    link.userClose = USER_CLOSE;
+    link.socket.close(code, reason);
+    showStatus("closing", "Closing…");
+  } else {
+    showStatus("closed", "Closed by the user");
+    logEvent("Stopped reconnecting");
+  }
+  view.connect.focus();
+}
+
+function connectByUser() {
+  link.attempt = 0;
+  connect();
+  view.close.focus();
+}
+
+function send(event) {
+  event.preventDefault();
+  const text = view.message.value;
+  if (!text || link.socket?.readyState !== WebSocket.OPEN) return;
+  link.socket.send(text);
+  logEvent(`Sent: ${text}`);
+  view.message.value = "";
+}
+
+function showStatus(state, text) {
+  view.status.dataset.state = state;
+  delete view.status.dataset.retryMs;
+  view.statusText.textContent = text;
+  view.send.disabled = state !== "connected";
+  view.close.disabled = state === "closed" || state === "closing";
+  view.connect.disabled = state !== "closed" && state !== "reconnecting";
+}
+
+function showTime(text) {
+  setText(view.raw, text);
+  const match = PUSHED_TIME.exec(text);
+  if (!match) {
+    setText(view.time, text);
+    setText(view.date, "");
+    return;
+  }
+  const [, year, month, day, hms] = match;
+  setText(view.time, hms);
+  setText(view.date, dateFormat.format(new Date(Date.UTC(year, month - 1, day))));
+  view.time.dateTime = text.replace(" ", "T");
+}
+
+function setText(element, text) {
+  if (element.textContent !== text) element.textContent = text;
+}
+
+function logEvent(text, kind = "") {
+  const item = document.createElement("li");
+  const time = document.createElement("time");
+  time.textContent = new Date().toLocaleTimeString([], { hour12: false });
+  const body = document.createElement("span");
+  body.textContent = text.length > LOG_TEXT_LIMIT ? `${text.slice(0, LOG_TEXT_LIMIT)}…` : text;
+  item.append(time, " ", body);
+  if (kind) item.dataset.kind = kind;
+  view.log.prepend(item);
+  while (view.log.children.length > LOG_LIMIT) view.log.lastElementChild.remove();
+  return item;
+}
+
+function start() {
+  view.id.textContent = settings.id;
+  view.interval.textContent = formatSeconds(settings.intervalMs);
+  view.form.addEventListener("submit", send);
+  view.close.addEventListener("click", closeByUser);
+  view.connect.addEventListener("click", connectByUser);
+  // Back online after a network change: no need to sit out the rest of the backoff.
+  window.addEventListener("online", () => {
+    if (view.status.dataset.state === "reconnecting") connect();
+  });
+  connect();
+}
+
+start();
