@@ -190,10 +190,9 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.settings["allowed_origins"]
+        allowed = self.settings["allowed_origin_keys"]
         if allowed:
-            key = origin_key(origin)
-            ok = key is not None and key in {origin_key(a) for a in allowed}
+            ok = origin_key(origin) in allowed
         else:
             ok = super().check_origin(origin)
         if not ok:
@@ -355,6 +354,11 @@ def make_app(**settings: Any) -> tornado.web.Application:
         websocket_ping_timeout=options.ping_timeout,
     )
     app_settings.update(settings)
+    allowed = app_settings["allowed_origins"]
+    malformed = [origin for origin in allowed if origin_key(origin) is None]
+    if malformed:
+        raise ValueError(f"not an origin (scheme://host[:port]): {malformed!r}")
+    app_settings["allowed_origin_keys"] = frozenset(origin_key(origin) for origin in allowed)
     return tornado.web.Application(
         [
             (r"/", IndexHandler),
@@ -375,8 +379,7 @@ async def close_all(code: int, reason: str, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def serve() -> None:
-    app = make_app()
+async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
     server = HTTPServer(app)
     server.add_sockets(sockets)
@@ -403,7 +406,11 @@ async def serve() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the server; ``argv`` are the command-line words after the program name."""
     tornado.options.parse_command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
-    asyncio.run(serve())
+    try:
+        app = make_app()
+    except ValueError as error:
+        sys.exit(f"app.py: {error}")
+    asyncio.run(serve(app))
 
 
 if __name__ == "__main__":

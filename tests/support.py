@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tornado.testing import AsyncHTTPTestCase
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -26,7 +26,7 @@ class TickServerTestCase(AsyncHTTPTestCase):
     """The real app on the test's IOLoop, with a SendThread ticking every ``interval``."""
 
     interval = TICK
-    settings: dict[str, Any] = {}
+    settings: ClassVar[dict[str, Any]] = {}
 
     def setUp(self) -> None:
         app.clients.clear()
@@ -48,7 +48,7 @@ class TickServerTestCase(AsyncHTTPTestCase):
         return app.make_app(interval=self.interval, **self.settings)
 
     def get_ws_url(self, path: str) -> str:
-        return "ws://127.0.0.1:%d%s" % (self.get_http_port(), path)
+        return f"ws://127.0.0.1:{self.get_http_port()}{path}"
 
     async def ws_connect(self, client_id: str | None = "a", **kwargs: Any):
         """Connect to /websocket with the given Id (None leaves the argument out)."""
