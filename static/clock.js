@@ -116,7 +116,6 @@ function connect() {
   socket.addEventListener("message", (event) => socket === link.socket && onMessage(event));
   socket.addEventListener("close", (event) => socket === link.socket && onClose(event));
   showStatus("connecting", "Connecting…");
-  logEvent(`Connecting to ${location.host}`);
   link.watchdogTimer = setTimeout(checkLink, settings.deadAfterMs);
 }
 
@@ -148,7 +147,6 @@ function onClose(event) {
     showStatus("closed", text);
     logEvent(text, "bad");
   } else {
-    logEvent(`Closed: ${describeClose(event)}`, "bad");
     scheduleReconnect(`Closed: ${describeClose(event)}`);
   }
 }
@@ -173,9 +171,7 @@ function checkLink() {
   const socket = link.socket;
   forget();
   socket.close();
-  const what = link.opened ? "No tick" : "No answer";
-  logEvent(`${what} for ${formatSeconds(quiet)}: the link looks dead`, "bad");
-  scheduleReconnect(`${what} for ${formatSeconds(quiet)}`);
+  scheduleReconnect(`${link.opened ? "No tick" : "No answer"} for ${formatSeconds(quiet)}`);
 }
 
 function forget() {
@@ -194,10 +190,11 @@ function backoffDelay(attempt) {
 function scheduleReconnect(why) {
   const delay = backoffDelay(link.attempt);
   link.attempt += 1;
-  const when = `reconnecting in ${formatSeconds(delay)}`;
-  showStatus("reconnecting", `${why} · ${when}`);
-  view.status.dataset.retryMs = String(Math.round(delay));
-  logEvent(`Attempt ${link.attempt}: ${when}`).dataset.retryMs = String(Math.round(delay));
+  const text = `${why} · reconnecting in ${formatSeconds(delay)}`;
+  const retryMs = String(Math.round(delay));
+  showStatus("reconnecting", text);
+  view.status.dataset.retryMs = retryMs;
+  logEvent(`${text} (attempt ${link.attempt})`, "bad").dataset.retryMs = retryMs;
   link.retryTimer = setTimeout(connect, delay);
 }
 
@@ -218,13 +215,11 @@ function closeByUser() {
     showStatus("closed", "Closed by the user");
     logEvent("Stopped reconnecting");
   }
-  view.connect.focus();
 }
 
 function connectByUser() {
   link.attempt = 0;
   connect();
-  view.close.focus();
 }
 
 function send(event) {
@@ -237,12 +232,16 @@ function send(event) {
 }
 
 function showStatus(state, text) {
+  const focused = document.activeElement;
   view.status.dataset.state = state;
   delete view.status.dataset.retryMs;
   view.statusText.textContent = text;
   view.send.disabled = state !== "connected";
-  view.close.disabled = state === "closed" || state === "closing";
+  view.close.disabled = state === "closed";
   view.connect.disabled = state !== "closed" && state !== "reconnecting";
+  // A button that has just been disabled would drop keyboard focus: hand it to its partner.
+  if (focused === view.close && view.close.disabled) view.connect.focus();
+  if (focused === view.connect && view.connect.disabled) view.close.focus();
 }
 
 function showTime(text) {

@@ -1,0 +1,66 @@
+"""Take docs/screenshot.png: the real server, its page in headless Chromium, after a tick.
+
+    python docs/screenshot.py                      # 1280x800, light
+    python docs/screenshot.py --width 390 --height 844 --color-scheme dark -o /tmp/phone.png
+
+Needs Chromium (``apt-get install chromium``) and the ``playwright`` package; Playwright's own
+browser download is not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from playwright.sync_api import expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from support import ServerProcess  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--color-scheme", choices=["light", "dark"], default="light")
+    parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
+    args = parser.parse_args()
+
+    server = ServerProcess("--interval=1")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(
+                viewport={"width": args.width, "height": args.height},
+                color_scheme=args.color_scheme,
+            )
+            page.goto(f"{server.url}/?Id=projector")
+            # A message in the log shows what the page is for.
+            page.get_by_label("Message to send").fill("Hello from the projector")
+            page.get_by_role("button", name="Send").click()
+            expect(page.locator("#clock-time")).to_have_text(
+                re.compile(r"^\d\d:\d\d:\d\d$"), timeout=5000
+            )
+            page.screenshot(path=args.output, animations="disabled")
+            browser.close()
+    finally:
+        server.stop()
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
