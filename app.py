@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.ioloop
+import tornado.log
 import tornado.netutil
 import tornado.options
 import tornado.web
@@ -175,8 +176,15 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
     def prepare(self) -> None:
         # Refuse before the handshake, so the client gets an HTTP status and a reason
         # rather than an open connection that is dropped without a word.
-        client_id = self.get_argument("Id", default="", strip=False)
-        problem = id_problem(client_id)
+        # The raw bytes: get_argument() would quietly turn most control characters into
+        # spaces, and answer bytes that are not UTF-8 with a bare "Bad Request".
+        raw_id = (self.request.query_arguments.get("Id") or [b""])[-1]
+        try:
+            client_id = raw_id.decode("utf-8")
+            problem = id_problem(client_id)
+        except UnicodeDecodeError:
+            client_id = raw_id.decode("utf-8", "backslashreplace")
+            problem = "Id is not valid UTF-8"
         if problem is not None:
             stats.refused["missing_id" if not client_id else "bad_id"] += 1
             raise tornado.web.HTTPError(400, "%s: %r", problem, client_id[:100], reason=problem)
@@ -253,10 +261,11 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         )
 
     def send_frame(self, frame: bytes, now: float) -> bool:
-        """Write an encoded tick; skip it if this client has not read the previous one."""
+        """Write an encoded tick and say whether it went; skip it if the last is still unread."""
         stream = self.ws_connection.stream  # type: ignore[union-attr]
         if stream.writing():
             # Only the newest time matters, so never queue a second tick behind the first.
+            stats.ticks_skipped_slow += 1
             if self.undrained_since is None:
                 self.undrained_since = now
             elif now - self.undrained_since > self.settings["slow_client_timeout"]:
@@ -284,19 +293,14 @@ def send_to_all(text: str) -> None:
     started = time.perf_counter()
     frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
     now = time.monotonic()
-    sent = skipped = 0
+    sent = 0
     for entry in list(clients.values()):
         handler = entry["object"]
         connection = handler.ws_connection
-        if connection is None or connection.is_closing():
-            continue
-        if handler.send_frame(frame, now):
-            sent += 1
-        else:
-            skipped += 1
+        if connection is not None and not connection.is_closing():
+            sent += handler.send_frame(frame, now)
     stats.ticks += 1
     stats.ticks_sent += sent
-    stats.ticks_skipped_slow += skipped
     stats.fanout_ms.append((time.perf_counter() - started) * 1000)
 
 
@@ -337,6 +341,29 @@ class SendThread(threading.Thread):
         self.stopping.set()
 
 
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Log a request as Tornado does, except that a 503 when full is a warning, not an error.
+
+    Turning a client away is the server working as designed, like the other refusals (4xx).
+    """
+    status = handler.get_status()
+    if status < 400:
+        log_method = tornado.log.access_log.info
+    elif status < 500 or status == 503:
+        log_method = tornado.log.access_log.warning
+    else:
+        log_method = tornado.log.access_log.error
+    request = handler.request
+    log_method(
+        "%d %s %s (%s) %.2fms",
+        status,
+        request.method,
+        request.uri,
+        request.remote_ip,
+        1000.0 * request.request_time(),
+    )
+
+
 def make_app(**settings: Any) -> tornado.web.Application:
     """Build the application; keyword arguments override settings taken from the options."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -352,6 +379,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
         websocket_max_message_size=options.max_message_size,
         websocket_ping_interval=options.ping_interval,
         websocket_ping_timeout=options.ping_timeout,
+        log_function=log_request,
     )
     app_settings.update(settings)
     allowed = app_settings["allowed_origins"]
@@ -381,7 +409,8 @@ async def close_all(code: int, reason: str, timeout: float) -> None:
 
 async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
-    server = HTTPServer(app)
+    # A handshake left half-sent must not hold its socket for Tornado's default hour.
+    server = HTTPServer(app, idle_connection_timeout=30)
     server.add_sockets(sockets)
     host, port = sockets[0].getsockname()[:2]
     log.info("Listening on http://%s:%d/", host, port)

@@ -1,16 +1,37 @@
-"""Shared test helpers: an in-process test case and a real server process."""
+"""Shared test helpers.
+
+- ``TickServerTestCase``: the real app on the test's IOLoop with a ticking SendThread;
+- ``LimitsTestCase``: the same, recording the log and failing a test after which anything was
+  logged as an error or with a traceback;
+- ``RawClient``: a WebSocket client on a bare socket, for peers that misbehave below the level
+  of a real client library (never read, never answer pings, send broken frames, reset);
+- ``ServerProcess``: ``python app.py`` in a child process.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import datetime
+import gc
+import json
+import logging
+import math
+import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import quote
 
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import AsyncHTTPTestCase
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -46,6 +67,15 @@ class TickServerTestCase(AsyncHTTPTestCase):
 
     def get_app(self) -> Any:
         return app.make_app(interval=self.interval, **self.settings)
+
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout: float = 2.0, message: str = ""
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(message or f"timed out after {timeout} s waiting for {predicate}")
+            await asyncio.sleep(0.005)
 
     def get_ws_url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.get_http_port()}{path}"
@@ -130,3 +160,269 @@ class ServerProcess:
                 return found
             time.sleep(0.01)
         raise AssertionError(f"{pattern!r} not in the log:\n{self.log}")
+
+
+# Frame opcodes (RFC 6455 section 5.2).
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class RawClient:
+    """A WebSocket client on a bare non-blocking socket: it reads only when told to.
+
+    A real client library answers pings and drains its socket by itself; this one lets a test
+    be the peer that vanishes, never reads, sends broken frames or hangs up with a reset.
+    """
+
+    def __init__(self, sock: socket.socket, buffered: bytes) -> None:
+        self.sock = sock
+        self.buffer = buffered
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        client_id: str = "raw",
+        *,
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 2.0,
+    ) -> tuple[int, RawClient]:
+        """Do the opening handshake; return the HTTP status and the client."""
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        try:
+            if rcvbuf is not None:
+                # Before connect(): the receive buffer sets the window the server is offered.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), timeout)
+            key = base64.b64encode(os.urandom(16)).decode()
+            lines = [
+                f"GET /websocket?Id={quote(client_id, safe='')} HTTP/1.1",
+                f"Host: 127.0.0.1:{port}",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Key: {key}",
+                "Sec-WebSocket-Version: 13",
+                *(f"{name}: {value}" for name, value in (headers or {}).items()),
+            ]
+            await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout)
+                if not chunk:
+                    raise ConnectionError(f"closed during the handshake: {received!r}")
+                received += chunk
+        except BaseException:
+            sock.close()
+            raise
+        head, _, rest = received.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, cls(sock, rest)
+
+    async def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        """Send one masked frame, as a client must."""
+        await asyncio.get_running_loop().sock_sendall(self.sock, client_frame(opcode, payload, fin))
+
+    async def _read_exactly(self, n: int, timeout: float) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        while len(self.buffer) < n:
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), timeout)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    async def read_frame(self, timeout: float = 2.0) -> tuple[int, bytes] | None:
+        """Read one unmasked frame from the server; None when the server has hung up."""
+        header = await self._read_exactly(2, timeout)
+        if header is None:
+            return None
+        opcode, length = header[0] & 0x0F, header[1] & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self._read_exactly(2, timeout) or b"\0\0")
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self._read_exactly(8, timeout) or b"\0" * 8)
+        payload = await self._read_exactly(length, timeout)
+        if payload is None:
+            return None
+        return opcode, payload
+
+    async def read_all(self, timeout: float = 2.0) -> list[tuple[int, bytes]]:
+        """Read frames until the server hangs up."""
+        frames = []
+        while (frame := await self.read_frame(timeout)) is not None:
+            frames.append(frame)
+        return frames
+
+    async def read_until_close(self, timeout: float = 2.0) -> list[tuple[int, bytes]]:
+        """Read frames up to the server's close frame, answer it, and read to the hang-up."""
+        frames = []
+        while (frame := await self.read_frame(timeout)) is not None:
+            frames.append(frame)
+            if frame[0] == CLOSE:
+                await self.send_frame(CLOSE, frame[1][:2])
+                frames += await self.read_all(timeout)
+                break
+        return frames
+
+    def abort(self) -> None:
+        """Hang up with a TCP reset instead of a FIN, as a crashed or unplugged peer might."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """Encode one masked client frame (RFC 6455 section 5.2)."""
+    first = (0x80 if fin else 0) | opcode
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, 0x80 | length)
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", first, 0x80 | 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, length)
+    mask = os.urandom(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return header + mask + masked
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    if len(payload) < 2:
+        return None, ""
+    return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+def tick_slots(texts: Iterable[str], interval: float) -> list[int]:
+    """Number each tick by the multiple of ``interval`` it was sent at.
+
+    The SendThread wakes at (or just after) each multiple of the interval on the wall clock and
+    sends ``str(datetime.now())``, so a tick that is late by less than an interval still maps to
+    its own slot, and consecutive ticks map to consecutive numbers. (The 1% margin absorbs the
+    text's truncation to microseconds.)
+    """
+    return [
+        math.floor(datetime.datetime.fromisoformat(text).timestamp() / interval + 0.01)
+        for text in texts
+    ]
+
+
+def gaps(slots: list[int]) -> list[tuple[int, int]]:
+    """The pairs of consecutive slots that are not one apart."""
+    return [(a, b) for a, b in zip(slots, slots[1:]) if b - a != 1]
+
+
+class RecordingHandler(logging.Handler):
+    """Keep every log record, to assert on what the server logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self, logger: str = "app") -> list[str]:
+        return [r.getMessage() for r in self.records if r.name == logger]
+
+    def problems(self) -> list[str]:
+        """Records that mean something went wrong: errors, tracebacks, unretrieved exceptions.
+
+        The access log is left to its own test, so that one finding fails one test.
+        """
+        return [
+            f"{r.name} {r.levelname}: {r.getMessage()}"
+            for r in self.records
+            if r.name != "tornado.access" and (r.levelno >= logging.ERROR or r.exc_info)
+        ]
+
+
+class LimitsTestCase(TickServerTestCase):
+    """A TickServerTestCase that records the log, and fails a test after which anything logged
+    an error or a traceback (an exception nobody retrieved from a Future included)."""
+
+    def setUp(self) -> None:
+        self.log = RecordingHandler()
+        logging.getLogger().addHandler(self.log)
+        self.app_log = logging.getLogger("app")
+        self.app_log_level = self.app_log.level
+        self.app_log.setLevel(logging.INFO)
+        self.raw_clients: list[RawClient] = []
+        self.pumps: list[asyncio.Future[None]] = []
+        super().setUp()
+
+    def tearDown(self) -> None:
+        for raw in self.raw_clients:
+            raw.close()
+        try:
+            super().tearDown()
+            # An exception nobody retrieved from a Future is only logged when it is collected.
+            gc.collect()
+            self.assertEqual(self.log.problems(), [])
+        finally:
+            logging.getLogger().removeHandler(self.log)
+            self.app_log.setLevel(self.app_log_level)
+
+    def ws_url(self, client_id: str | None) -> str:
+        query = "" if client_id is None else "?Id=" + quote(client_id, safe="")
+        return f"ws://127.0.0.1:{self.get_http_port()}/websocket{query}"
+
+    async def connect(
+        self, client_id: str | None = "a", headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> WebSocketClientConnection:
+        """Connect with Tornado's client (which answers pings and reads as it should)."""
+        request = HTTPRequest(self.ws_url(client_id), headers=headers)
+        connection = await websocket_connect(request, **kwargs)
+        self.connections.append(connection)
+        return connection
+
+    async def refusal(
+        self, client_id: str | None, headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """Try to connect, expecting an HTTP error; return its status and reason."""
+        with self.assertRaises(HTTPClientError) as caught:
+            await self.connect(client_id, headers)
+        return caught.exception.code, caught.exception.message or ""
+
+    def keep_reading(self, connection: WebSocketClientConnection) -> list[str | bytes]:
+        """Read every message in the background, as a browser does; return the list they go to.
+
+        Tornado's client stops reading the socket (and answering pings) while a message it
+        has received waits to be read.
+        """
+        received: list[str | bytes] = []
+
+        async def pump() -> None:
+            while (message := await connection.read_message()) is not None:
+                received.append(message)
+
+        self.pumps.append(asyncio.ensure_future(pump()))
+        return received
+
+    async def raw_connect(self, client_id: str = "raw", **kwargs: Any) -> RawClient:
+        status, raw = await RawClient.connect(self.get_http_port(), client_id, **kwargs)
+        self.raw_clients.append(raw)
+        self.assertEqual(status, 101)
+        await self.wait_until(lambda: client_id in app.clients)
+        return raw
+
+    async def read(self, connection: WebSocketClientConnection, timeout: float = 2.0) -> Any:
+        return await asyncio.wait_for(connection.read_message(), timeout)
+
+    async def read_until_closed(
+        self, connection: WebSocketClientConnection, timeout: float = 2.0
+    ) -> list[str | bytes]:
+        """Read until the server closes; return what came before."""
+        messages = []
+        while (message := await self.read(connection, timeout)) is not None:
+            messages.append(message)
+        return messages
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self.http_client.fetch(self.get_url("/stats"))
+        self.assertTrue(response.headers["Content-Type"].startswith("application/json"))
+        return json.loads(response.body)

@@ -107,12 +107,6 @@ class TestPush(TickServerTestCase):
             app.clients = original
         assert users == {threading.current_thread().name}
 
-    async def wait_until(self, condition: Any, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, "condition not met in time"
-            await asyncio.sleep(0.005)
-
     @gen_test
     async def test_same_id_takes_over_and_the_old_close_keeps_the_new_entry(self) -> None:
         """A second connection with an Id in use replaces the first, which is told why."""

@@ -1,0 +1,289 @@
+"""Limits checked before the handshake: origin, Id, number of clients, and ``/stats``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
+from support import LimitsTestCase
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.testing import gen_test
+from tornado.websocket import websocket_connect
+
+import app
+
+
+class TestSameOrigin(LimitsTestCase):
+    @gen_test
+    async def test_same_origin_page_connects_and_other_origins_get_403(self) -> None:
+        """With no allowed_origins, only the page's own origin may open a WebSocket."""
+        own = f"http://127.0.0.1:{self.get_http_port()}"
+        connection = await self.connect("page", {"Origin": own})
+        self.assertIsNotNone(await self.read(connection))
+        for origin in ("http://evil.example", "http://localhost:1", "null"):
+            self.assertEqual((await self.refusal("x", {"Origin": origin}))[0], 403, origin)
+        self.assertEqual(app.stats.refused, {"origin": 3})
+        self.assertEqual(list(app.clients), ["page"])
+
+
+ADMITTED = ["https://a.example", "https://a.example:443", "http://b.example:8080"]
+REFUSED = [
+    "http://a.example",  # another scheme
+    "https://a.example:8443",  # another port
+    "https://a.example.evil.example",  # extends the host
+    "https://xa.example",  # contains it
+    "https://a.example@evil.example",  # user info: the host is evil.example
+    "https://a.example/evil",  # not an origin at all
+    "http://b.example",  # the port left out means 80
+    "http://b.example:80800",  # extends the port
+    "https://b.example:8080",  # another scheme
+    "http://evil.example/http://b.example:8080",
+    "null",
+    "",
+]
+
+
+class TestAllowedOrigins(LimitsTestCase):
+    settings: ClassVar[dict[str, Any]] = {
+        "allowed_origins": ["https://a.example", "http://b.example:8080"]
+    }
+
+    @gen_test
+    async def test_allowed_origins_match_scheme_host_and_port_exactly(self) -> None:
+        """allowed_origins admits exactly the origins listed, none containing or extending them."""
+        outcome = {}
+        for origin in ADMITTED + REFUSED:
+            try:
+                connection = await self.connect("o", {"Origin": origin})
+            except HTTPClientError as error:
+                outcome[origin] = error.code
+            else:
+                outcome[origin] = 101
+                connection.close()
+                await self.read_until_closed(connection)
+        expected = {origin: 101 for origin in ADMITTED} | {origin: 403 for origin in REFUSED}
+        self.assertEqual(outcome, expected)
+        self.assertEqual(app.stats.refused, {"origin": len(REFUSED)})
+
+
+def test_allowed_origins_option_takes_a_comma_separated_list(start_server) -> None:
+    """--allowed_origins=a,b on the command line admits exactly a and b (and the page's own)."""
+    server = start_server("--allowed_origins=https://a.example,http://b.example:8080")
+    own = f"http://127.0.0.1:{server.port}"
+
+    async def outcome(origin: str) -> int:
+        request = HTTPRequest(server.ws_url + "?Id=o", headers={"Origin": origin})
+        try:
+            connection = await websocket_connect(request)
+        except HTTPClientError as error:
+            return error.code
+        connection.close()
+        while await connection.read_message() is not None:
+            pass
+        return 101
+
+    async def main() -> dict[str, int]:
+        return {origin: await outcome(origin) for origin in [own, *ADMITTED, *REFUSED]}
+
+    expected = {origin: 101 for origin in [own, *ADMITTED]} | {o: 403 for o in REFUSED}
+    assert asyncio.run(main()) == expected
+    assert server.stop() == 0
+    assert "Traceback" not in server.log
+
+
+# The documented rule: 1 to 64 printable characters, letters of any script, digits,
+# punctuation, symbols and spaces.
+PRINTABLE = st.characters(categories=["L", "M", "N", "P", "S"]) | st.just(" ")
+VALID_IDS = st.text(PRINTABLE, min_size=1, max_size=app.MAX_ID_LENGTH)
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
+CONTROL = st.characters(categories=["Cc", "Zl", "Zp"])
+TOO_LONG_IDS = st.text(PRINTABLE, min_size=app.MAX_ID_LENGTH + 1, max_size=3 * app.MAX_ID_LENGTH)
+
+
+@st.composite
+def ids_with_a_control_character(draw: st.DrawFn) -> str:
+    text = draw(st.text(PRINTABLE, max_size=app.MAX_ID_LENGTH - 1))
+    at = draw(st.integers(0, len(text)))
+    return text[:at] + draw(CONTROL) + text[at:]
+
+
+class TestId(LimitsTestCase):
+    @gen_test
+    async def test_missing_or_empty_id_gets_400_before_the_handshake(self) -> None:
+        """No Id, or an empty one, is refused with 400 and a reason, and counted as missing_id."""
+        self.assertEqual(await self.refusal(None), (400, "Missing Id query argument"))
+        self.assertEqual(await self.refusal(""), (400, "Missing Id query argument"))
+        self.assertEqual(app.stats.refused, {"missing_id": 2})
+        self.assertEqual(app.clients, {})
+
+    @gen_test
+    async def test_boundary_ids(self) -> None:
+        """An Id of exactly 64 characters connects; 65 is refused with its reason."""
+        connection = await self.connect("é" * 64)
+        self.assertIsNotNone(await self.read(connection))
+        self.assertEqual(await self.refusal("é" * 65), (400, "Id longer than 64 characters"))
+        self.assertEqual(list(app.clients), ["é" * 64])
+
+    @gen_test
+    async def test_every_c0_control_character_is_refused(self) -> None:
+        """Each of U+0000 to U+001F and U+007F in an Id gets 400, none is quietly made a space."""
+        outcome = {}
+        for code in [*range(0x20), 0x7F]:
+            try:
+                connection = await self.connect(f"a{chr(code)}b")
+            except HTTPClientError as error:
+                outcome[code] = (error.code, error.message)
+            else:
+                outcome[code] = (101, repr(list(app.clients)))
+                connection.close()
+                await self.read_until_closed(connection)
+        refused = (400, "Id contains control characters")
+        self.assertEqual(outcome, {code: refused for code in outcome})
+
+    @gen_test
+    async def test_id_that_is_not_utf8_gets_400_with_a_reason(self) -> None:
+        """An Id whose bytes are not UTF-8 is refused with a reason and counted as bad_id."""
+        with self.assertRaises(HTTPClientError) as caught:
+            await websocket_connect(self.ws_url(None) + "?Id=%FF%FE")
+        self.assertEqual(caught.exception.code, 400)
+        self.assertNotEqual(caught.exception.message, "Bad Request")
+        self.assertEqual(app.stats.refused, {"bad_id": 1})
+
+    @examples(max_examples=40, deadline=None, database=None)
+    @given(client_id=VALID_IDS)
+    def test_valid_ids_connect_and_are_logged_escaped(self, client_id: str) -> None:
+        """Any Id of 1 to 64 printable characters connects and is logged as one escaped line."""
+        self.io_loop.run_sync(lambda: self.check_valid_id(client_id))
+
+    async def check_valid_id(self, client_id: str) -> None:
+        self.log.records.clear()
+        connection = await self.connect(client_id)
+        self.assertIsNotNone(await self.read(connection))
+        self.assertEqual(list(app.clients), [client_id])
+        connection.close()
+        await self.read_until_closed(connection)
+        await self.wait_until(lambda: not app.clients)
+        connected = [m for m in self.log.messages() if m.startswith("Client ")]
+        self.assertEqual(len(connected), 2)  # connected, left
+        for message in connected:
+            self.assertIn(repr(client_id), message)
+            self.assertEqual(message.splitlines(), [message])
+
+    @examples(max_examples=60, deadline=None, database=None)
+    @given(client_id=st.one_of(ids_with_a_control_character(), TOO_LONG_IDS))
+    def test_invalid_ids_get_400_with_a_reason(self, client_id: str) -> None:
+        """An Id too long or holding a control character is refused with 400 and a reason."""
+        self.io_loop.run_sync(lambda: self.check_invalid_id(client_id))
+
+    async def check_invalid_id(self, client_id: str) -> None:
+        before = app.stats.refused["bad_id"]
+        if len(client_id) > app.MAX_ID_LENGTH:
+            expected = "Id longer than 64 characters"
+        else:
+            expected = "Id contains control characters"
+        self.assertEqual(await self.refusal(client_id), (400, expected))
+        self.assertEqual(app.stats.refused["bad_id"], before + 1)
+        self.assertEqual(app.clients, {})
+        for message in self.log.messages("tornado.general"):
+            self.assertEqual(message.splitlines(), [message])
+
+
+class TestMaxClients(LimitsTestCase):
+    settings: ClassVar[dict[str, Any]] = {"max_clients": 2}
+
+    @gen_test
+    async def test_past_max_clients_new_connections_get_503_and_a_freed_slot_is_reused(
+        self,
+    ) -> None:
+        """The third client gets 503 with a reason; once a client leaves, a new one gets in."""
+        first = await self.connect("a")
+        await self.connect("b")
+        self.assertEqual(await self.refusal("c"), (503, "Server full, try again later"))
+        self.assertEqual(app.stats.refused, {"full": 1})
+        first.close()
+        await self.read_until_closed(first)
+        await self.wait_until(lambda: len(app.clients) == 1)
+        third = await self.connect("c")
+        self.assertIsNotNone(await self.read(third))
+        self.assertEqual(sorted(app.clients), ["b", "c"])
+
+    @gen_test
+    async def test_a_full_server_still_lets_an_id_take_over_its_own_connection(self) -> None:
+        """When full, a reconnect with an Id already connected replaces the old one (4000)."""
+        old = await self.connect("a")
+        await self.connect("b")
+        new = await self.connect("a")
+        await self.read_until_closed(old)
+        self.assertEqual(old.close_code, app.CLOSE_REPLACED)
+        self.assertIsNotNone(await self.read(new))
+        self.assertIsNotNone(await self.read(new))
+        self.assertEqual(sorted(app.clients), ["a", "b"])
+        self.assertFalse(app.clients["a"]["object"].ws_connection.is_closing())
+        self.assertEqual(app.stats.refused, {})
+
+    @gen_test
+    async def test_simultaneous_handshakes_cannot_overshoot_max_clients(self) -> None:
+        """Of many clients connecting at once, exactly max_clients get in, the rest get 503."""
+        attempts = [self.connect(f"c{i}") for i in range(12)]
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+        refused = [r for r in results if isinstance(r, HTTPClientError)]
+        self.assertEqual([r.code for r in refused], [503] * 10)
+        self.assertEqual(len(app.clients), 2)
+        self.assertEqual(app.stats.refused, {"full": 10})
+
+    @gen_test
+    async def test_turning_a_client_away_is_not_logged_as_an_error(self) -> None:
+        """A 503 because the server is full is logged as a warning, not as an error."""
+        await self.connect("a")
+        await self.connect("b")
+        await self.refusal("c")
+        refusals = [
+            r.levelname
+            for r in self.log.records
+            if r.name == "tornado.access" and r.getMessage().startswith("503 ")
+        ]
+        self.assertEqual(refusals, ["WARNING"])
+
+
+class TestStats(LimitsTestCase):
+    settings: ClassVar[dict[str, Any]] = {
+        "max_clients": 2,
+        "allowed_origins": ["https://a.example"],
+    }
+
+    @gen_test
+    async def test_stats_reports_clients_ticks_refusals_and_uptime(self) -> None:
+        """/stats gives the clients, ticks sent and skipped, refusals by reason, and uptime."""
+        first = await self.connect("a")
+        second = await self.connect("b")
+        await self.refusal(None)
+        await self.refusal("bad\n")
+        await self.refusal("c")
+        self.assertEqual((await self.refusal("a", {"Origin": "https://evil.example"}))[0], 403)
+        received = 0
+        for _ in range(3):
+            await self.read(second)
+            received += 1
+        stats = await self.stats()
+        self.assertEqual(stats["clients"], 2)
+        self.assertEqual(stats["refused"], {"missing_id": 1, "bad_id": 1, "full": 1, "origin": 1})
+        self.assertGreater(stats["uptime_seconds"], 0)
+        self.assertGreaterEqual(stats["ticks_sent"], 3)
+        self.assertEqual(stats["ticks_skipped_slow"], 0)
+
+        # Stop the ticks, drain both clients, and the count of ticks sent is exact.
+        self.thread.stop()
+        self.thread.join()
+        for connection in (first, second):
+            while True:
+                try:
+                    await self.read(connection, timeout=0.2)
+                except asyncio.TimeoutError:
+                    break
+                received += 1
+        later = await self.stats()
+        self.assertEqual(later["ticks_sent"], received)
+        self.assertGreater(later["uptime_seconds"], stats["uptime_seconds"])
