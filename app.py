@@ -198,11 +198,11 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.finish(f"{status_code} {self._reason}\n")
 
     def check_origin(self, origin: str) -> bool:
-        allowed = self.settings["allowed_origin_keys"]
-        if allowed:
-            ok = origin_key(origin) in allowed
-        else:
-            ok = super().check_origin(origin)
+        # Tornado's own check admits a page served by this server (its origin matches Host).
+        ok = (
+            super().check_origin(origin)
+            or origin_key(origin) in self.settings["allowed_origin_keys"]
+        )
         if not ok:
             stats.refused["origin"] += 1
             log.warning("Refused a connection from origin %r", origin[:200])
@@ -324,6 +324,10 @@ class SendThread(threading.Thread):
         tick = math.floor(time.time() / self.interval) + 1
         while not self.stopping.is_set():
             delay = tick * self.interval - time.time()
+            if delay > self.interval:
+                # The wall clock was set back: aim at the next boundary from now on.
+                tick = math.floor(time.time() / self.interval) + 1
+                continue
             if delay > 0:
                 self.stopping.wait(delay)
                 continue

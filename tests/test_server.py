@@ -11,6 +11,7 @@ import math
 import signal
 import threading
 import time
+import types
 from typing import Any
 
 import pytest
@@ -210,6 +211,30 @@ def test_a_late_tick_is_skipped_not_sent_in_a_burst() -> None:
     assert gaps == [1, 3, 1, 1, 1][: len(gaps)], gaps
     times = [at for at, _ in sends]
     assert min(b - a for a, b in zip(times, times[1:])) > interval / 4
+
+
+def test_ticks_go_on_after_the_wall_clock_is_set_back(monkeypatch: Any) -> None:
+    """Setting the clock back an hour does not stop the ticks for an hour."""
+    interval = 0.02
+    set_back = [0.0]
+    real_time = time.time
+    monkeypatch.setattr(app, "time", types.SimpleNamespace(time=lambda: real_time() - set_back[0]))
+    loop = FakeLoop(pause_on_call=0, pause=0)
+    thread = app.SendThread(loop, interval)  # type: ignore[arg-type]
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(loop.calls) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        set_back[0] = 3600.0
+        calls_before = len(loop.calls)
+        while len(loop.calls) < calls_before + 3:
+            assert time.monotonic() < deadline, "no tick since the clock was set back"
+            time.sleep(0.005)
+    finally:
+        thread.stop()
+        thread.join()
 
 
 def test_the_thread_stops_promptly() -> None:
