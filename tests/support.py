@@ -39,6 +39,17 @@ import app
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Headless Debian Chromium as root: no sandbox, and nothing that reaches for the network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # the tests may run as root, in a container
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 # Tiny intervals keep the tests fast; nothing here sleeps whole seconds.
 TICK = 0.02
 

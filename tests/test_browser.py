@@ -18,7 +18,7 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 import pytest
-from support import ServerProcess
+from support import CHROMIUM_ARGS, ServerProcess
 
 try:
     from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
@@ -26,15 +26,6 @@ except ImportError:
     sync_playwright = None
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # the tests may run as root, in a container
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def browser_missing() -> str | None:
