@@ -181,9 +181,9 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def prepare(self) -> None:
         # Refuse before the handshake, so the client gets an HTTP status and a reason
-        # rather than an open connection that is dropped without a word.
-        # The raw bytes: get_argument() would quietly turn most control characters into
-        # spaces, and answer bytes that are not UTF-8 with a bare "Bad Request".
+        # rather than an open connection that is dropped without a word. Read the raw
+        # bytes: get_argument() would quietly turn most control characters into spaces,
+        # and answer bytes that are not UTF-8 with a bare "Bad Request".
         raw_id = (self.request.query_arguments.get("Id") or [b""])[-1]
         try:
             client_id = raw_id.decode("utf-8")
