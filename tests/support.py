@@ -308,18 +308,22 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
 
 
-def tick_slots(texts: Iterable[str], interval: float) -> list[int]:
-    """Number each tick by the multiple of ``interval`` it was sent at.
+def boundary_index(text: str, interval: float) -> tuple[int, float]:
+    """The multiple of ``interval`` a pushed text belongs to, and how long after it was taken.
 
     The SendThread wakes at (or just after) each multiple of the interval on the wall clock and
     sends ``str(datetime.now())``, so a tick that is late by less than an interval still maps to
-    its own slot, and consecutive ticks map to consecutive numbers. (The 1% margin absorbs the
-    text's truncation to microseconds.)
+    its own multiple, and consecutive ticks map to consecutive numbers. (The 1% margin absorbs
+    the text's truncation to microseconds.)
     """
-    return [
-        math.floor(datetime.datetime.fromisoformat(text).timestamp() / interval + 0.01)
-        for text in texts
-    ]
+    taken = datetime.datetime.fromisoformat(text).timestamp()
+    index = math.floor(taken / interval + 0.01)
+    return index, taken - index * interval
+
+
+def tick_slots(texts: Iterable[str], interval: float) -> list[int]:
+    """Number each tick by the multiple of ``interval`` it was sent at."""
+    return [boundary_index(text, interval)[0] for text in texts]
 
 
 def gaps(slots: list[int]) -> list[tuple[int, int]]:

@@ -7,7 +7,6 @@ import contextlib
 import datetime
 import io
 import logging
-import math
 import signal
 import threading
 import time
@@ -16,19 +15,12 @@ from typing import Any
 
 import pytest
 import tornado.iostream
-from support import TICK, TickServerTestCase
+from support import TICK, TickServerTestCase, boundary_index
 from tornado.httpclient import HTTPClientError
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 
 import app
-
-
-def boundary_index(text: str, interval: float) -> tuple[int, float]:
-    """The tick a pushed text belongs to, and how far past that tick's boundary it was taken."""
-    taken = datetime.datetime.fromisoformat(text).timestamp()
-    index = math.floor(taken / interval + 1e-6)
-    return index, taken - index * interval
 
 
 async def read_ticks(connection: Any, count: int) -> list[str]:
