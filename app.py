@@ -95,9 +95,6 @@ class Stats:
         default_factory=lambda: collections.deque(maxlen=100)
     )
 
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "clients": len(clients),

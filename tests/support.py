@@ -1,8 +1,7 @@
-"""Shared test helpers.
+"""Shared test helpers: one place that starts each thing under test.
 
-- ``TickServerTestCase``: the real app on the test's IOLoop with a ticking SendThread;
-- ``LimitsTestCase``: the same, recording the log and failing a test after which anything was
-  logged as an error or with a traceback;
+- ``ServerTestCase``: the real app on the test's IOLoop with a ticking SendThread; it records
+  the log and fails a test after which anything was logged as an error or with a traceback;
 - ``RawClient``: a WebSocket client on a bare socket, for peers that misbehave below the level
   of a real client library (never read, never answer pings, send broken frames, reset);
 - ``ServerProcess``: ``python app.py`` in a child process.
@@ -26,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,59 +50,29 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-# Tiny intervals keep the tests fast; nothing here sleeps whole seconds.
-TICK = 0.02
+# Every timing in the tests is a multiple of MS. On a slow machine TEST_TIME_SCALE=3 makes the
+# whole suite three times as patient, intervals and timeouts alike.
+MS = 0.001 * float(os.environ.get("TEST_TIME_SCALE", "1"))
+TICK = 20 * MS  # the tick interval of most tests: nothing here sleeps whole seconds
+TIMEOUT = 2000 * MS  # how long a test waits for something that should happen at once
 
 
-class TickServerTestCase(AsyncHTTPTestCase):
-    """The real app on the test's IOLoop, with a SendThread ticking every ``interval``."""
+def ws_url(port: int, client_id: str | None) -> str:
+    """The WebSocket address for ``client_id`` (None leaves the Id argument out)."""
+    query = "" if client_id is None else "?Id=" + quote(client_id, safe="")
+    return f"ws://127.0.0.1:{port}/websocket{query}"
 
-    interval = TICK
-    settings: ClassVar[dict[str, Any]] = {}
 
-    def setUp(self) -> None:
-        app.clients.clear()
-        app.stats.reset()
-        super().setUp()
-        self.connections: list[WebSocketClientConnection] = []
-        self.thread = app.SendThread(self.io_loop, self.interval)
-        self.thread.start()
-
-    def tearDown(self) -> None:
-        self.thread.stop()
-        self.thread.join()
-        for connection in self.connections:
-            connection.close()
-        app.clients.clear()
-        super().tearDown()
-
-    def get_app(self) -> Any:
-        return app.make_app(interval=self.interval, **self.settings)
-
-    async def wait_until(
-        self, predicate: Callable[[], bool], timeout: float = 2.0, message: str = ""
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                self.fail(message or f"timed out after {timeout} s waiting for {predicate}")
-            await asyncio.sleep(0.005)
-
-    def get_ws_url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.get_http_port()}{path}"
-
-    async def ws_connect(self, client_id: str | None = "a", **kwargs: Any):
-        """Connect to /websocket with the given Id (None leaves the argument out)."""
-        query = "" if client_id is None else "?Id=" + client_id
-        connection = await websocket_connect(self.get_ws_url("/websocket" + query), **kwargs)
-        self.connections.append(connection)
-        return connection
+def get_json(url: str) -> Any:
+    """GET ``url`` and decode its JSON body (blocking: for tests that drive a child process)."""
+    with urllib.request.urlopen(url, timeout=TIMEOUT * 5) as response:
+        return json.load(response)
 
 
 class ServerProcess:
     """``python app.py`` in a child process on a free port, its log collected as it runs."""
 
-    def __init__(self, *args: str, port: int = 0, timeout: float = 15.0) -> None:
+    def __init__(self, *args: str, port: int = 0, timeout: float = 8 * TIMEOUT) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
@@ -134,15 +104,17 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/websocket"
+    def ws_url(self, client_id: str | None) -> str:
+        return ws_url(self.port, client_id)
+
+    def stats(self) -> dict[str, Any]:
+        return get_json(self.url + "/stats")
 
     @property
     def log(self) -> str:
         return "".join(self.lines)
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 5 * TIMEOUT) -> int:
         """Send ``signum`` and return the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signum)
@@ -163,13 +135,13 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+    def wait_for_log(self, pattern: str, timeout: float = 5 * TIMEOUT) -> re.Match[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = re.search(pattern, self.log)
             if found:
                 return found
-            time.sleep(0.01)
+            time.sleep(10 * MS)
         raise AssertionError(f"{pattern!r} not in the log:\n{self.log}")
 
 
@@ -196,7 +168,7 @@ class RawClient:
         *,
         rcvbuf: int | None = None,
         headers: dict[str, str] | None = None,
-        timeout: float = 2.0,
+        timeout: float = TIMEOUT,
     ) -> tuple[int, RawClient]:
         """Do the opening handshake; return the HTTP status and the client."""
         loop = asyncio.get_running_loop()
@@ -245,7 +217,7 @@ class RawClient:
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 
-    async def read_frame(self, timeout: float = 2.0) -> tuple[int, bytes] | None:
+    async def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes] | None:
         """Read one unmasked frame from the server; None when the server has hung up."""
         header = await self._read_exactly(2, timeout)
         if header is None:
@@ -260,14 +232,14 @@ class RawClient:
             return None
         return opcode, payload
 
-    async def read_all(self, timeout: float = 2.0) -> list[tuple[int, bytes]]:
+    async def read_all(self, timeout: float = TIMEOUT) -> list[tuple[int, bytes]]:
         """Read frames until the server hangs up."""
         frames = []
         while (frame := await self.read_frame(timeout)) is not None:
             frames.append(frame)
         return frames
 
-    async def read_until_close(self, timeout: float = 2.0) -> list[tuple[int, bytes]]:
+    async def read_until_close(self, timeout: float = TIMEOUT) -> list[tuple[int, bytes]]:
         """Read frames up to the server's close frame, answer it, and read to the hang-up."""
         frames = []
         while (frame := await self.read_frame(timeout)) is not None:
@@ -356,9 +328,15 @@ class RecordingHandler(logging.Handler):
         ]
 
 
-class LimitsTestCase(TickServerTestCase):
-    """A TickServerTestCase that records the log, and fails a test after which anything logged
-    an error or a traceback (an exception nobody retrieved from a Future included)."""
+class ServerTestCase(AsyncHTTPTestCase):
+    """The real app on the test's IOLoop, with a SendThread ticking every ``interval``.
+
+    ``app_settings`` override the app's settings. A test fails if, by its end, anything was
+    logged as an error or with a traceback (an exception nobody retrieved included).
+    """
+
+    interval = TICK
+    app_settings: ClassVar[dict[str, Any]] = {}
 
     def setUp(self) -> None:
         self.log = RecordingHandler()
@@ -366,14 +344,24 @@ class LimitsTestCase(TickServerTestCase):
         self.app_log = logging.getLogger("app")
         self.app_log_level = self.app_log.level
         self.app_log.setLevel(logging.INFO)
+        app.clients.clear()
+        app.stats = app.Stats()
+        super().setUp()
+        self.connections: list[WebSocketClientConnection] = []
         self.raw_clients: list[RawClient] = []
         self.pumps: list[asyncio.Future[None]] = []
-        super().setUp()
+        self.thread = app.SendThread(self.io_loop, self.interval)
+        self.thread.start()
 
     def tearDown(self) -> None:
-        for raw in self.raw_clients:
-            raw.close()
         try:
+            self.thread.stop()
+            self.thread.join()
+            for connection in self.connections:
+                connection.close()
+            for raw in self.raw_clients:
+                raw.close()
+            app.clients.clear()
             super().tearDown()
             # An exception nobody retrieved from a Future is only logged when it is collected.
             gc.collect()
@@ -382,9 +370,20 @@ class LimitsTestCase(TickServerTestCase):
             logging.getLogger().removeHandler(self.log)
             self.app_log.setLevel(self.app_log_level)
 
+    def get_app(self) -> Any:
+        return app.make_app(interval=self.interval, **self.app_settings)
+
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout: float = TIMEOUT, message: str = ""
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail(message or f"timed out after {timeout} s waiting for {predicate}")
+            await asyncio.sleep(5 * MS)
+
     def ws_url(self, client_id: str | None) -> str:
-        query = "" if client_id is None else "?Id=" + quote(client_id, safe="")
-        return f"ws://127.0.0.1:{self.get_http_port()}/websocket{query}"
+        return ws_url(self.get_http_port(), client_id)
 
     async def connect(
         self, client_id: str | None = "a", headers: dict[str, str] | None = None, **kwargs: Any
@@ -425,11 +424,20 @@ class LimitsTestCase(TickServerTestCase):
         await self.wait_until(lambda: client_id in app.clients)
         return raw
 
-    async def read(self, connection: WebSocketClientConnection, timeout: float = 2.0) -> Any:
+    async def read(self, connection: WebSocketClientConnection, timeout: float = TIMEOUT) -> Any:
         return await asyncio.wait_for(connection.read_message(), timeout)
 
+    async def read_ticks(self, connection: WebSocketClientConnection, count: int) -> list[str]:
+        """Read ``count`` messages, failing if the connection closes first."""
+        ticks = []
+        for _ in range(count):
+            message = await self.read(connection)
+            self.assertIsNotNone(message, "connection closed while waiting for ticks")
+            ticks.append(message)
+        return ticks
+
     async def read_until_closed(
-        self, connection: WebSocketClientConnection, timeout: float = 2.0
+        self, connection: WebSocketClientConnection, timeout: float = TIMEOUT
     ) -> list[str | bytes]:
         """Read until the server closes; return what came before."""
         messages = []

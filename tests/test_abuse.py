@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import random
 import re
 import socket
 import time
-import urllib.request
 from typing import Any
 
-from support import PING, TEXT, RawClient, gaps, tick_slots
+from support import PING, TEXT, RawClient, gaps, get_json, tick_slots
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -224,11 +222,6 @@ class Good:
             await asyncio.sleep(0.25)
 
 
-def get_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as response:
-        return json.load(response)
-
-
 async def scenario(url: str, port: int) -> dict[str, Any]:
     good = []
     for i in range(GOOD):
@@ -259,10 +252,10 @@ async def scenario(url: str, port: int) -> dict[str, Any]:
 
     # The count of clients must come back to the truth: the well-behaved ones still open.
     deadline = time.monotonic() + 3
-    stats = await asyncio.to_thread(get_stats, url)
+    stats = await asyncio.to_thread(get_json, url + "/stats")
     while stats["clients"] != GOOD and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
-        stats = await asyncio.to_thread(get_stats, url)
+        stats = await asyncio.to_thread(get_json, url + "/stats")
     still_open = [
         c.name for c in good if c.connection.protocol and not c.connection.protocol.is_closing()
     ]

@@ -7,11 +7,9 @@ names as expected (a refused WebSocket handshake while the server is down).
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import signal
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -107,11 +105,6 @@ def status(page: Page):
     return page.get_by_role("status")
 
 
-def get_stats(server: ServerProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(server.url + "/stats", timeout=5) as response:
-        return json.load(response)
-
-
 def retry_delays(page: Page, count: int) -> list[int]:
     """Wait for ``count`` reconnect delays in the page's log and return them, oldest first."""
     handle = page.wait_for_function(
@@ -148,7 +141,7 @@ def test_clock_shows_the_server_time_and_ticks(start_server, new_page):
     server_time = datetime.datetime.fromisoformat(pushed)
     assert str(server_time.year) in date
     assert abs(server_time - datetime.datetime.now()) < datetime.timedelta(seconds=5)
-    assert get_stats(server)["clients"] == 1
+    assert server.stats()["clients"] == 1
     # Nothing comes from anywhere but this server, and static files carry a cache buster.
     assert requests
     assert all(url.startswith(server.url + "/") for url in requests), requests
@@ -262,7 +255,7 @@ def test_takeover_by_another_tab_stays_closed(start_server, new_page):
     expect(status(second)).to_have_text("Connected")
     server.wait_for_log(r"(?s)(Client 'shared' connected.*){2}")
     assert server.log.count("Client 'shared' connected") == 2
-    assert get_stats(server)["clients"] == 1
+    assert server.stats()["clients"] == 1
 
 
 def test_id_with_html_is_shown_as_text(start_server, new_page):
@@ -309,7 +302,7 @@ def test_refused_handshake_shows_1006(start_server, new_page, console):
     )
     # The defaults: the first retry waits between half and all of one second.
     assert 500 <= int(status(page).get_attribute("data-retry-ms")) <= 1000
-    assert get_stats(server)["refused"] == {"bad_id": 1}
+    assert server.stats()["refused"] == {"bad_id": 1}
 
 
 def test_backoff_doubles_to_its_cap_and_resets(start_server, new_page, console):

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, ClassVar
 
-from hypothesis import given
-from hypothesis import settings as examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import LimitsTestCase
+from support import ServerTestCase
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -16,7 +15,7 @@ from tornado.websocket import websocket_connect
 import app
 
 
-class TestSameOrigin(LimitsTestCase):
+class TestSameOrigin(ServerTestCase):
     @gen_test
     async def test_same_origin_page_connects_and_other_origins_get_403(self) -> None:
         """With no allowed_origins, only the page's own origin may open a WebSocket."""
@@ -46,8 +45,8 @@ REFUSED = [
 ]
 
 
-class TestAllowedOrigins(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {
+class TestAllowedOrigins(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {
         "allowed_origins": ["https://a.example", "http://b.example:8080"]
     }
 
@@ -75,7 +74,7 @@ def test_allowed_origins_option_takes_a_comma_separated_list(start_server) -> No
     own = f"http://127.0.0.1:{server.port}"
 
     async def outcome(origin: str) -> int:
-        request = HTTPRequest(server.ws_url + "?Id=o", headers={"Origin": origin})
+        request = HTTPRequest(server.ws_url("o"), headers={"Origin": origin})
         try:
             connection = await websocket_connect(request)
         except HTTPClientError as error:
@@ -110,7 +109,7 @@ def ids_with_a_control_character(draw: st.DrawFn) -> str:
     return text[:at] + draw(CONTROL) + text[at:]
 
 
-class TestId(LimitsTestCase):
+class TestId(ServerTestCase):
     @gen_test
     async def test_missing_or_empty_id_gets_400_before_the_handshake(self) -> None:
         """No Id, or an empty one, is refused with 400 and a reason, and counted as missing_id."""
@@ -152,7 +151,7 @@ class TestId(LimitsTestCase):
         self.assertNotEqual(caught.exception.message, "Bad Request")
         self.assertEqual(app.stats.refused, {"bad_id": 1})
 
-    @examples(max_examples=40, deadline=None, database=None)
+    @settings(max_examples=40, deadline=None, database=None)
     @given(client_id=VALID_IDS)
     def test_valid_ids_connect_and_are_logged_escaped(self, client_id: str) -> None:
         """Any Id of 1 to 64 printable characters connects and is logged as one escaped line."""
@@ -172,7 +171,7 @@ class TestId(LimitsTestCase):
             self.assertIn(repr(client_id), message)
             self.assertEqual(message.splitlines(), [message])
 
-    @examples(max_examples=60, deadline=None, database=None)
+    @settings(max_examples=60, deadline=None, database=None)
     @given(client_id=st.one_of(ids_with_a_control_character(), TOO_LONG_IDS))
     def test_invalid_ids_get_400_with_a_reason(self, client_id: str) -> None:
         """An Id too long or holding a control character is refused with 400 and a reason."""
@@ -191,8 +190,8 @@ class TestId(LimitsTestCase):
             self.assertEqual(message.splitlines(), [message])
 
 
-class TestMaxClients(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {"max_clients": 2}
+class TestMaxClients(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"max_clients": 2}
 
     @gen_test
     async def test_past_max_clients_new_connections_get_503_and_a_freed_slot_is_reused(
@@ -248,8 +247,8 @@ class TestMaxClients(LimitsTestCase):
         self.assertEqual(refusals, ["WARNING"])
 
 
-class TestStats(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {
+class TestStats(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {
         "max_clients": 2,
         "allowed_origins": ["https://a.example"],
     }

@@ -6,10 +6,9 @@ import ast
 import asyncio
 from typing import Any, ClassVar
 
-from hypothesis import given
-from hypothesis import settings as examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import BINARY, CLOSE, TEXT, TICK, LimitsTestCase, gaps, parse_close, tick_slots
+from support import BINARY, CLOSE, TEXT, TICK, ServerTestCase, gaps, parse_close, tick_slots
 from tornado.testing import gen_test
 
 import app
@@ -17,8 +16,8 @@ import app
 MAX_SIZE = 1024
 
 
-class TestMessageSize(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {"websocket_max_message_size": MAX_SIZE}
+class TestMessageSize(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"websocket_max_message_size": MAX_SIZE}
 
     @gen_test
     async def test_a_message_over_the_limit_closes_that_connection_with_1009(self) -> None:
@@ -41,7 +40,7 @@ class TestMessageSize(LimitsTestCase):
         self.assertEqual(app.make_app().settings["websocket_max_message_size"], 64 * 1024)
 
 
-class TestMessageType(LimitsTestCase):
+class TestMessageType(ServerTestCase):
     @gen_test
     async def test_a_binary_message_closes_with_1003(self) -> None:
         """A binary frame is refused with close code 1003 and a reason, without a traceback."""
@@ -77,8 +76,8 @@ class TestMessageType(LimitsTestCase):
         )
 
 
-class TestFlood(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 10}
+class TestFlood(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 10}
 
     @gen_test
     async def test_a_flood_is_closed_with_1008_and_others_keep_every_tick(self) -> None:
@@ -112,8 +111,8 @@ class TestFlood(LimitsTestCase):
         self.assertEqual(app.stats.messages_received, len(messages) + 1)
 
 
-class TestSteadyRate(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 50}
+class TestSteadyRate(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 50}
 
     @gen_test
     async def test_a_client_within_its_rate_is_never_closed(self) -> None:
@@ -130,10 +129,10 @@ class TestSteadyRate(LimitsTestCase):
         self.assertFalse(app.clients["steady"]["object"].ws_connection.is_closing())
 
 
-class TestMessagesLogged(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 10_000}
+class TestMessagesLogged(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 10_000}
 
-    @examples(max_examples=50, deadline=None, database=None)
+    @settings(max_examples=50, deadline=None, database=None)
     @given(message=st.text(max_size=300))
     def test_any_text_message_within_limits_is_accepted_and_logged_on_one_line(
         self, message: str

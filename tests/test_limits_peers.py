@@ -8,7 +8,7 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from support import CLOSE, PING, TEXT, LimitsTestCase, parse_close
+from support import CLOSE, PING, TEXT, ServerTestCase, parse_close
 from tornado.testing import gen_test
 
 import app
@@ -17,8 +17,8 @@ import app
 TICK_FRAME = len(app.encode_text_frame(str(datetime.datetime.now().replace(microsecond=1))))
 
 
-class TestKeepAlive(LimitsTestCase):
-    settings: ClassVar[dict[str, Any]] = {
+class TestKeepAlive(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {
         "websocket_ping_interval": 0.05,
         "websocket_ping_timeout": 0.05,
     }
@@ -54,10 +54,10 @@ class TestKeepAlive(LimitsTestCase):
         self.assertEqual(settings["websocket_ping_timeout"], 20)
 
 
-class TestSlowConsumer(LimitsTestCase):
+class TestSlowConsumer(ServerTestCase):
     # Fast ticks, so a client that never reads fills the socket buffers within a second.
     interval = 0.005
-    settings: ClassVar[dict[str, Any]] = {"slow_client_timeout": 0.1}
+    app_settings: ClassVar[dict[str, Any]] = {"slow_client_timeout": 0.1}
 
     @gen_test
     async def test_a_client_that_stops_reading_has_one_tick_pending_and_is_closed(self) -> None:
@@ -88,7 +88,7 @@ class TestSlowConsumer(LimitsTestCase):
         self.assertGreater(len(bystander), app.stats.ticks / 2)
 
 
-class TestDisconnectMidFanout(LimitsTestCase):
+class TestDisconnectMidFanout(ServerTestCase):
     @gen_test
     async def test_peers_that_reset_before_a_fanout_are_dropped_quietly(self) -> None:
         """A tick written to peers that have just reset closes them quietly, leaving no entry."""
