@@ -271,7 +271,7 @@ async def scenario(url: str, port: int) -> dict[str, Any]:
     }
 
 
-def test_a_mix_of_every_bad_behaviour_leaves_the_server_healthy(start_server) -> None:
+def test_mixed_abuse(start_server) -> None:
     """Under every bad behaviour at once the good clients get every tick and the log stays clean."""
     server = start_server(*OPTIONS)
     result = asyncio.run(scenario(server.url, server.port))

@@ -118,7 +118,7 @@ def retry_delays(page: Page, count: int) -> list[int]:
     return handle.json_value()
 
 
-def test_clock_shows_the_server_time_and_ticks(start_server, new_page):
+def test_clock_ticks(start_server, new_page):
     """The clock shows each pushed time: HH:MM:SS big, the date below, the raw text intact."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -148,7 +148,7 @@ def test_clock_shows_the_server_time_and_ticks(start_server, new_page):
     assert any(re.search(r"/static/clock\.js\?v=\w+", url) for url in requests), requests
 
 
-def test_placeholder_until_the_first_tick(start_server, new_page):
+def test_placeholder(start_server, new_page):
     """Before the first tick the clock shows a placeholder; a time without a fraction is shown."""
     server = start_server("--interval=5")
     page = new_page()
@@ -170,7 +170,7 @@ def test_placeholder_until_the_first_tick(start_server, new_page):
     expect(page.locator("#clock")).not_to_have_class(re.compile(r"\bstale\b"))
 
 
-def test_typed_message_reaches_the_server(start_server, new_page):
+def test_typed_message(start_server, new_page):
     """Enter and the Send button both send the typed text, which the log shows as text."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -192,7 +192,7 @@ def test_typed_message_reaches_the_server(start_server, new_page):
     expect(page.locator("#log b")).to_have_count(0)
 
 
-def test_reconnects_to_a_restarted_server_without_a_reload(start_server, new_page, console):
+def test_reconnects_after_restart(start_server, new_page, console):
     """After a SIGTERM the page shows 1001, retries, and ticks again from a new server."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -215,7 +215,7 @@ def test_reconnects_to_a_restarted_server_without_a_reload(start_server, new_pag
     assert page.evaluate("window.sameDocument") is True
 
 
-def test_close_button_closes_with_code_and_reason(start_server, new_page):
+def test_close_button(start_server, new_page):
     """Close shows its code and reason and stays closed; Connect comes back."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -238,7 +238,7 @@ def test_close_button_closes_with_code_and_reason(start_server, new_page):
     server.wait_for_log(r"(?s)(Client 'closer' connected.*){2}")
 
 
-def test_takeover_by_another_tab_stays_closed(start_server, new_page):
+def test_takeover_stays_closed(start_server, new_page):
     """A second page with the same Id closes the first with 4000, which does not reconnect."""
     server = start_server("--interval=0.05")
     first, second = new_page(), new_page()
@@ -258,7 +258,7 @@ def test_takeover_by_another_tab_stays_closed(start_server, new_page):
     assert server.stats()["clients"] == 1
 
 
-def test_id_with_html_is_shown_as_text(start_server, new_page):
+def test_html_id_shown_as_text(start_server, new_page):
     """An Id full of HTML is shown literally, creates no element and runs no script."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -271,7 +271,7 @@ def test_id_with_html_is_shown_as_text(start_server, new_page):
     assert page.evaluate("window.pwned") is None
 
 
-def test_generated_id_is_kept_for_the_tab(start_server, new_page):
+def test_generated_id_kept(start_server, new_page):
     """Without ?Id= the page makes one up, keeps it across a reload, and another tab differs."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -291,7 +291,7 @@ def test_generated_id_is_kept_for_the_tab(start_server, new_page):
     assert other.locator("#client-id").text_content() != client_id
 
 
-def test_refused_handshake_shows_1006(start_server, new_page, console):
+def test_refused_shows_1006(start_server, new_page, console):
     """A handshake the server refuses (an Id too long) shows 1006 and a retry after 0.5-1 s."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -305,7 +305,7 @@ def test_refused_handshake_shows_1006(start_server, new_page, console):
     assert server.stats()["refused"] == {"bad_id": 1}
 
 
-def test_backoff_doubles_to_its_cap_and_resets(start_server, new_page, console):
+def test_backoff(start_server, new_page, console):
     """Retry delays double up to the cap, each jittered within its upper half, then reset."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -338,7 +338,7 @@ def test_backoff_doubles_to_its_cap_and_resets(start_server, new_page, console):
     assert 25 <= delay <= 50, text
 
 
-def test_silent_link_is_treated_as_dead(start_server, new_page):
+def test_silent_link_dead(start_server, new_page):
     """A connection that stops delivering ticks is dropped and replaced by a new one."""
     server = start_server("--interval=0.05")
     page = new_page()
@@ -355,7 +355,7 @@ def test_silent_link_is_treated_as_dead(start_server, new_page):
     assert len(sockets) == 2
 
 
-def test_fits_a_phone_in_dark_mode(start_server, new_page):
+def test_phone_dark_mode(start_server, new_page):
     """On a narrow dark screen nothing scrolls sideways, and the palette is the dark one."""
     server = start_server("--interval=0.05")
     page = new_page(viewport={"width": 360, "height": 740}, color_scheme="dark")

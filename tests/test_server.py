@@ -25,7 +25,7 @@ import app
 
 class TestPush(ServerTestCase):
     @gen_test
-    async def test_client_receives_the_time_on_current_tornado(self) -> None:
+    async def test_receives_time(self) -> None:
         """A client that connects with an Id gets the server's time as text, tick after tick."""
         connection = await self.connect("reader")
         ticks = await self.read_ticks(connection, 3)
@@ -36,7 +36,7 @@ class TestPush(ServerTestCase):
         assert app.clients["reader"]["id"] == "reader"
 
     @gen_test
-    async def test_every_socket_write_happens_on_the_loop_thread(self) -> None:
+    async def test_writes_on_loop_thread(self) -> None:
         """Every byte sent to a client, ticks included, is written by the IOLoop's thread."""
         writers: set[int] = set()
         original = tornado.iostream.IOStream.write_to_fd
@@ -56,7 +56,7 @@ class TestPush(ServerTestCase):
         assert writers == {threading.get_ident()}
 
     @gen_test
-    async def test_send_thread_never_touches_clients(self) -> None:
+    async def test_thread_never_touches_clients(self) -> None:
         """The SendThread only hands work to the loop: every use of ``clients`` is on the loop."""
         users: set[str] = set()
 
@@ -92,7 +92,7 @@ class TestPush(ServerTestCase):
         assert users == {threading.current_thread().name}
 
     @gen_test
-    async def test_same_id_takes_over_and_the_old_close_keeps_the_new_entry(self) -> None:
+    async def test_same_id_takeover(self) -> None:
         """A second connection with an Id in use replaces the first, which is told why."""
         first = await self.connect("shared")
         await self.read_ticks(first, 1)
@@ -110,7 +110,7 @@ class TestPush(ServerTestCase):
         assert app.stats.ticks_sent > ticks_before
 
     @gen_test
-    async def test_missing_or_empty_id_is_refused_before_the_handshake(self) -> None:
+    async def test_missing_id_refused_before_handshake(self) -> None:
         """No Id, or an empty one, gets HTTP 400 naming the Id argument, and no traceback."""
         for query in ("", "?Id=", "?id=lowercase"):
             with pytest.raises(HTTPClientError) as refused:
@@ -123,7 +123,7 @@ class TestPush(ServerTestCase):
         assert app.stats.refused["missing_id"] == 3
 
     @gen_test
-    async def test_messages_and_ids_are_logged_without_forging_lines(self) -> None:
+    async def test_log_cannot_be_forged(self) -> None:
         """What a client sends goes to the log, escaped so a newline cannot start a new line."""
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout), self.assertLogs("app", logging.INFO) as captured:
@@ -140,7 +140,7 @@ class TestPush(ServerTestCase):
 
 class TestSchedule(ServerTestCase):
     @gen_test(timeout=10)
-    async def test_ticks_land_on_the_turn_of_the_interval_without_drift(self) -> None:
+    async def test_ticks_on_the_turn_without_drift(self) -> None:
         """Every tick is taken just after a whole multiple of the interval, none missing."""
         connection = await self.connect("timing")
         ticks = await self.read_ticks(connection, 40)
@@ -166,7 +166,7 @@ class FakeLoop:
             time.sleep(self.pause)  # the thread stalls, as if the machine were suspended
 
 
-def test_a_late_tick_is_skipped_not_sent_in_a_burst() -> None:
+def test_late_tick_skipped() -> None:
     """After a stall of several intervals the thread sends the current time once, then resumes."""
     interval = TICK
     loop = FakeLoop(pause_on_call=2, pause=3.5 * interval)
@@ -190,7 +190,7 @@ def test_a_late_tick_is_skipped_not_sent_in_a_burst() -> None:
     assert min(b - a for a, b in zip(times, times[1:])) > interval / 4
 
 
-def test_ticks_go_on_after_the_wall_clock_is_set_back(monkeypatch: Any) -> None:
+def test_clock_set_back(monkeypatch: Any) -> None:
     """Setting the clock back an hour does not stop the ticks for an hour."""
     interval = TICK
     set_back = [0.0]
@@ -214,7 +214,7 @@ def test_ticks_go_on_after_the_wall_clock_is_set_back(monkeypatch: Any) -> None:
         thread.join()
 
 
-def test_the_thread_stops_promptly() -> None:
+def test_thread_stops_promptly() -> None:
     """stop() ends the thread within a moment, even with a long interval."""
     thread = app.SendThread(FakeLoop(0, 0), interval=60)  # type: ignore[arg-type]
     thread.start()
@@ -255,7 +255,7 @@ async def churn(port: int, count: int, concurrency: int, seconds: float) -> int:
     return done
 
 
-def test_churn_never_stops_the_pushes(start_server: Any) -> None:
+def test_churn(start_server: Any) -> None:
     """Thousands of connects and disconnects leave a long-lived client with every tick."""
     interval = 50 * MS
     server = start_server(f"--interval={interval}", "--max_clients=1000")
@@ -283,7 +283,7 @@ def test_churn_never_stops_the_pushes(start_server: Any) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_the_server_and_says_going_away(start_server: Any, signum: int) -> None:
+def test_signal_stops_server(start_server: Any, signum: int) -> None:
     """Ctrl-C or SIGTERM: every client gets 1001 Going Away and the process exits 0, quietly."""
     server = start_server(f"--interval={TICK}")
 

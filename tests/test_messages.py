@@ -20,7 +20,7 @@ class TestMessageSize(ServerTestCase):
     app_settings: ClassVar[dict[str, Any]] = {"websocket_max_message_size": MAX_SIZE}
 
     @gen_test
-    async def test_a_message_over_the_limit_closes_that_connection_with_1009(self) -> None:
+    async def test_message_too_big(self) -> None:
         """A message one byte over the limit closes its sender with 1009; others keep ticking."""
         bystander = await self.connect("bystander")
         sender = await self.connect("big")
@@ -35,14 +35,14 @@ class TestMessageSize(ServerTestCase):
             self.assertIsNotNone(await self.read(bystander))
         self.assertFalse(app.clients["bystander"]["object"].ws_connection.is_closing())
 
-    def test_default_max_message_size_is_64_kib(self) -> None:
+    def test_default_max_message_size(self) -> None:
         """Without --max_message_size a message may be up to 64 KiB."""
         self.assertEqual(app.make_app().settings["websocket_max_message_size"], 64 * 1024)
 
 
 class TestMessageType(ServerTestCase):
     @gen_test
-    async def test_a_binary_message_closes_with_1003(self) -> None:
+    async def test_binary_message(self) -> None:
         """A binary frame is refused with close code 1003 and a reason, without a traceback."""
         connection = await self.connect("bin")
         await connection.write_message(b"\x00\x01\x02", binary=True)
@@ -53,7 +53,7 @@ class TestMessageType(ServerTestCase):
         self.assertEqual(app.stats.closed, {"binary": 1})
 
     @gen_test
-    async def test_invalid_utf8_text_drops_the_connection_without_a_close_frame(self) -> None:
+    async def test_invalid_utf8_text(self) -> None:
         """A text frame that is not UTF-8 makes Tornado hang up at once, quietly."""
         raw = await self.raw_connect("garbled")
         await raw.send_frame(TEXT, b"caf\xc3 \xff\xfe")
@@ -64,7 +64,7 @@ class TestMessageType(ServerTestCase):
         self.assertEqual(app.stats.messages_received, 0)
 
     @gen_test
-    async def test_a_binary_frame_from_a_raw_peer_gets_a_close_frame_with_1003(self) -> None:
+    async def test_binary_frame_raw_peer(self) -> None:
         """Seen on the wire, the refusal of binary data is a close frame with 1003."""
         raw = await self.raw_connect("bin")
         await raw.send_frame(BINARY, b"\xff" * 10)
@@ -80,7 +80,7 @@ class TestFlood(ServerTestCase):
     app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 10}
 
     @gen_test
-    async def test_a_flood_is_closed_with_1008_and_others_keep_every_tick(self) -> None:
+    async def test_flood_closed(self) -> None:
         """A client past its message rate is closed with 1008; others miss no tick meanwhile."""
         bystander = await self.connect("bystander")
         ticks = [await self.read(bystander)]
@@ -97,7 +97,7 @@ class TestFlood(ServerTestCase):
         self.assertEqual(app.stats.closed, {"flood": 1})
 
     @gen_test
-    async def test_a_flood_cannot_fill_the_log(self) -> None:
+    async def test_flood_log_bounded(self) -> None:
         """However much a client sends, it gets at most its rate of log lines and one warning."""
         flooder = await self.connect("flood")
         writes = [flooder.write_message(f"spam {i}") for i in range(500)]
@@ -115,7 +115,7 @@ class TestSteadyRate(ServerTestCase):
     app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 50}
 
     @gen_test
-    async def test_a_client_within_its_rate_is_never_closed(self) -> None:
+    async def test_steady_rate_not_closed(self) -> None:
         """A full burst and then messages steadily below the rate are all accepted."""
         connection = await self.connect("steady")
         for i in range(50):
@@ -134,9 +134,7 @@ class TestMessagesLogged(ServerTestCase):
 
     @settings(max_examples=50, deadline=None, database=None)
     @given(message=st.text(max_size=300))
-    def test_any_text_message_within_limits_is_accepted_and_logged_on_one_line(
-        self, message: str
-    ) -> None:
+    def test_text_messages_logged_on_one_line(self, message: str) -> None:
         """Any text message within the limits is accepted and logged escaped, on one line."""
         self.io_loop.run_sync(lambda: self.check_message(message))
 

@@ -24,7 +24,7 @@ class TestKeepAlive(ServerTestCase):
     }
 
     @gen_test(timeout=10)
-    async def test_a_peer_that_vanishes_is_dropped_and_leaves_clients(self) -> None:
+    async def test_vanished_peer_dropped(self) -> None:
         """A peer that never answers pings is closed, then dropped from clients; others stay."""
         alive = self.keep_reading(await self.connect("alive"))  # it answers pings
         vanished = await self.raw_connect("vanished")
@@ -47,7 +47,7 @@ class TestKeepAlive(ServerTestCase):
         self.assertGreater(len(alive), 100)
         self.assertFalse(app.clients["alive"]["object"].ws_connection.is_closing())
 
-    def test_default_keep_alive_is_a_ping_every_20_seconds(self) -> None:
+    def test_default_keep_alive(self) -> None:
         """Without options, pings go out every 20 s and a pong may take 20 s."""
         settings = app.make_app().settings
         self.assertEqual(settings["websocket_ping_interval"], 20)
@@ -60,7 +60,7 @@ class TestSlowConsumer(ServerTestCase):
     app_settings: ClassVar[dict[str, Any]] = {"slow_client_timeout": 0.1}
 
     @gen_test
-    async def test_a_client_that_stops_reading_has_one_tick_pending_and_is_closed(self) -> None:
+    async def test_slow_consumer(self) -> None:
         """A non-reader has at most one tick buffered, skips are counted, then it gets 1008."""
         bystander = self.keep_reading(await self.connect("bystander"))
         slow = await self.raw_connect("slow", rcvbuf=1)
@@ -90,7 +90,7 @@ class TestSlowConsumer(ServerTestCase):
 
 class TestDisconnectMidFanout(ServerTestCase):
     @gen_test
-    async def test_peers_that_reset_before_a_fanout_are_dropped_quietly(self) -> None:
+    async def test_reset_before_fanout(self) -> None:
         """A tick written to peers that have just reset closes them quietly, leaving no entry."""
         bystander = await self.connect("bystander")
         raws = [await self.raw_connect(f"raw{i}") for i in range(6)]
