@@ -21,10 +21,12 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import errno
 import logging
 import math
 import os
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -32,7 +34,13 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+try:
+    import resource
+except ImportError:  # Windows has no descriptor limit to raise
+    resource = None  # type: ignore[assignment]
+
 import tornado.ioloop
+import tornado.iostream
 import tornado.log
 import tornado.netutil
 import tornado.options
@@ -68,6 +76,13 @@ log = logging.getLogger("app")
 
 MAX_ID_LENGTH = 64
 
+# Descriptors kept back from --max_clients: about ten the process holds itself (standard streams,
+# the event loop, the listening sockets, a spare), and room for handshakes under way, /stats
+# requests and refused clients that have not hung up yet.
+RESERVED_DESCRIPTORS = 64
+ACCEPT_PAUSE = 0.1  # seconds to stop accepting after accept() ran out of descriptors
+ACCEPTS_PER_TURN = 128  # as Tornado's own accept loop: let other work run between batches
+
 # Close codes this server sends (RFC 6455 section 7.4; 4000-4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_UNSUPPORTED_DATA = 1003  # a binary message: this server only takes text
@@ -89,6 +104,7 @@ class Stats:
     ticks_skipped_slow: int = 0
     ticks_skipped_late: int = 0
     messages_received: int = 0
+    accept_paused: int = 0
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     closed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     fanout_ms: collections.deque = dataclasses.field(
@@ -104,6 +120,7 @@ class Stats:
             "ticks_skipped_slow": self.ticks_skipped_slow,
             "ticks_skipped_late": self.ticks_skipped_late,
             "messages_received": self.messages_received,
+            "accept_paused": self.accept_paused,
             "refused": dict(self.refused),
             "closed": dict(self.closed),
             "fanout_ms": [round(ms, 3) for ms in self.fanout_ms],
@@ -163,7 +180,7 @@ class IndexHandler(tornado.web.RequestHandler):
 
 class StatsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
-        self.write(stats.as_dict())
+        self.write({**stats.as_dict(), "max_clients": self.settings["max_clients"]})
 
 
 class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -414,11 +431,123 @@ async def close_all(code: int, reason: str, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
+def fit_max_clients(max_clients: int) -> int:
+    """Raise the soft limit on open files to the hard one; return how many clients fit under it."""
+    if resource is None:
+        return max_clients
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    except (ValueError, OSError):
+        pass  # macOS refuses an unlimited hard limit: keep the soft one
+    if soft == resource.RLIM_INFINITY or max_clients + RESERVED_DESCRIPTORS <= soft:
+        return max_clients
+    fitting = max(1, soft - RESERVED_DESCRIPTORS)
+    log.warning(
+        "--max_clients=%d does not fit in this process's limit of %d open files; "
+        "serving at most %d clients (raise the limit with ulimit -n)",
+        max_clients,
+        soft,
+        fitting,
+    )
+    return fitting
+
+
+class Acceptor:
+    """Accept connections on listening sockets for an HTTPServer, and survive running out of
+    file descriptors.
+
+    This does what ``HTTPServer.add_sockets`` does, except for one case. When accept() fails
+    with EMFILE or ENFILE, Tornado's own loop (``tornado.netutil.add_accept_handler``) lets the
+    error escape: the connection stays queued, the socket stays readable, and the event loop
+    calls it again at once, spinning a core and logging a traceback each time. Here the queued
+    connections are closed at once, using a descriptor kept spare for that, so their clients
+    hear of it instead of hanging; then the socket is left alone for ACCEPT_PAUSE seconds and
+    tried again. One warning per episode; ``/stats`` counts them as ``accept_paused``.
+    """
+
+    def __init__(self, server: HTTPServer, sockets: list[socket.socket]) -> None:
+        self.server = server
+        self.sockets = sockets
+        self.io_loop = tornado.ioloop.IOLoop.current()
+        self.spare: int | None = os.open(os.devnull, os.O_RDONLY)
+        self.paused: dict[socket.socket, object] = {}  # socket -> the timeout that resumes it
+        self.out_of_descriptors = False
+        for sock in sockets:
+            self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
+
+    def accept(self, sock: socket.socket, events: int) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return  # nothing more is waiting
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as error:
+                if error.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.pause(sock)
+                return
+            if self.out_of_descriptors:
+                self.out_of_descriptors = False
+                log.info("Accepting connections again")
+            stream = tornado.iostream.IOStream(
+                connection,
+                max_buffer_size=self.server.max_buffer_size,
+                read_chunk_size=self.server.read_chunk_size,
+            )
+            self.server.handle_stream(stream, address)
+
+    def pause(self, sock: socket.socket) -> None:
+        if not self.out_of_descriptors:
+            self.out_of_descriptors = True
+            stats.accept_paused += 1
+            log.warning(
+                "Out of file descriptors: closing new connections at once until some are free"
+            )
+        self.turn_away(sock)
+        self.io_loop.remove_handler(sock)
+        self.paused[sock] = self.io_loop.call_later(ACCEPT_PAUSE, self.resume, sock)
+
+    def resume(self, sock: socket.socket) -> None:
+        del self.paused[sock]
+        self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
+
+    def turn_away(self, sock: socket.socket) -> None:
+        """Accept and close what is queued on ``sock``, each in the slot the spare leaves free."""
+        if self.spare is not None:
+            os.close(self.spare)
+        try:
+            for _ in range(ACCEPTS_PER_TURN):
+                sock.accept()[0].close()
+                stats.refused["no_descriptors"] += 1
+        except OSError:
+            pass  # the queue is empty, or (ENFILE) another process took the free slot
+        try:
+            self.spare = os.open(os.devnull, os.O_RDONLY)
+        except OSError:
+            self.spare = None  # try again next time
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening sockets."""
+        for sock in self.sockets:
+            if sock in self.paused:
+                self.io_loop.remove_timeout(self.paused.pop(sock))
+            else:
+                self.io_loop.remove_handler(sock)
+            sock.close()
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
+
+
 async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
     # A handshake left half-sent must not hold its socket for Tornado's default hour.
     server = HTTPServer(app, idle_connection_timeout=30)
-    server.add_sockets(sockets)
+    acceptor = Acceptor(server, sockets)
     host, port = sockets[0].getsockname()[:2]
     log.info("Listening on http://%s:%d/", host, port)
 
@@ -435,7 +564,7 @@ async def serve(app: tornado.web.Application) -> None:
     log.info("Shutting down")
     thread.stop()
     thread.join()
-    server.stop()
+    acceptor.stop()
     await close_all(CLOSE_GOING_AWAY, "Server shutting down", timeout=1.0)
 
 
@@ -443,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the server; ``argv`` are the command-line words after the program name."""
     tornado.options.parse_command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     try:
-        app = make_app()
+        app = make_app(max_clients=fit_max_clients(options.max_clients))
     except ValueError as error:
         sys.exit(f"app.py: {error}")
     asyncio.run(serve(app))
