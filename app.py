@@ -455,7 +455,7 @@ def fit_max_clients(max_clients: int) -> int:
 
 
 class Acceptor:
-    """Accept connections on listening sockets for an HTTPServer, and survive running out of
+    """Accept connections on a listening socket for an HTTPServer, and survive running out of
     file descriptors.
 
     This does what ``HTTPServer.add_sockets`` does, except for one case. When accept() fails
@@ -467,15 +467,14 @@ class Acceptor:
     tried again. One warning per episode; ``/stats`` counts them as ``accept_paused``.
     """
 
-    def __init__(self, server: HTTPServer, sockets: list[socket.socket]) -> None:
+    def __init__(self, server: HTTPServer, sock: socket.socket) -> None:
         self.server = server
-        self.sockets = sockets
+        self.sock = sock
         self.io_loop = tornado.ioloop.IOLoop.current()
         self.spare: int | None = os.open(os.devnull, os.O_RDONLY)
-        self.paused: dict[socket.socket, object] = {}  # socket -> the timeout that resumes it
+        self.resuming: object = None  # the timeout that ends a pause
         self.out_of_descriptors = False
-        for sock in sockets:
-            self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
+        self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
 
     def accept(self, sock: socket.socket, events: int) -> None:
         for _ in range(ACCEPTS_PER_TURN):
@@ -488,7 +487,7 @@ class Acceptor:
             except OSError as error:
                 if error.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
-                self.pause(sock)
+                self.pause()
                 return
             if self.out_of_descriptors:
                 self.out_of_descriptors = False
@@ -500,28 +499,28 @@ class Acceptor:
             )
             self.server.handle_stream(stream, address)
 
-    def pause(self, sock: socket.socket) -> None:
+    def pause(self) -> None:
         if not self.out_of_descriptors:
             self.out_of_descriptors = True
             stats.accept_paused += 1
             log.warning(
                 "Out of file descriptors: closing new connections at once until some are free"
             )
-        self.turn_away(sock)
-        self.io_loop.remove_handler(sock)
-        self.paused[sock] = self.io_loop.call_later(ACCEPT_PAUSE, self.resume, sock)
+        self.turn_away()
+        self.io_loop.remove_handler(self.sock)
+        self.resuming = self.io_loop.call_later(ACCEPT_PAUSE, self.resume)
 
-    def resume(self, sock: socket.socket) -> None:
-        del self.paused[sock]
-        self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
+    def resume(self) -> None:
+        self.resuming = None
+        self.io_loop.add_handler(self.sock, self.accept, tornado.ioloop.IOLoop.READ)
 
-    def turn_away(self, sock: socket.socket) -> None:
-        """Accept and close what is queued on ``sock``, each in the slot the spare leaves free."""
+    def turn_away(self) -> None:
+        """Accept and close what is queued, each in the slot the spare descriptor leaves free."""
         if self.spare is not None:
             os.close(self.spare)
         try:
             for _ in range(ACCEPTS_PER_TURN):
-                sock.accept()[0].close()
+                self.sock.accept()[0].close()
                 stats.refused["no_descriptors"] += 1
         except OSError:
             pass  # the queue is empty, or (ENFILE) another process took the free slot
@@ -531,23 +530,30 @@ class Acceptor:
             self.spare = None  # try again next time
 
     def stop(self) -> None:
-        """Stop accepting and close the listening sockets."""
-        for sock in self.sockets:
-            if sock in self.paused:
-                self.io_loop.remove_timeout(self.paused.pop(sock))
-            else:
-                self.io_loop.remove_handler(sock)
-            sock.close()
+        """Stop accepting (the server closes the socket)."""
+        if self.resuming is not None:
+            self.io_loop.remove_timeout(self.resuming)
+        else:
+            self.io_loop.remove_handler(self.sock)
         if self.spare is not None:
             os.close(self.spare)
             self.spare = None
+
+
+def add_sockets(server: HTTPServer, sockets: list[socket.socket]) -> None:
+    """``server.add_sockets(sockets)``, with an Acceptor in place of Tornado's accept loop."""
+    for sock in sockets:
+        # Kept where add_sockets keeps them, so that server.stop() stops the Acceptor and closes
+        # the socket as it would its own.
+        server._sockets[sock.fileno()] = sock
+        server._handlers[sock.fileno()] = Acceptor(server, sock).stop
 
 
 async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
     # A handshake left half-sent must not hold its socket for Tornado's default hour.
     server = HTTPServer(app, idle_connection_timeout=30)
-    acceptor = Acceptor(server, sockets)
+    add_sockets(server, sockets)
     host, port = sockets[0].getsockname()[:2]
     log.info("Listening on http://%s:%d/", host, port)
 
@@ -564,7 +570,7 @@ async def serve(app: tornado.web.Application) -> None:
     log.info("Shutting down")
     thread.stop()
     thread.join()
-    acceptor.stop()
+    server.stop()
     await close_all(CLOSE_GOING_AWAY, "Server shutting down", timeout=1.0)
 
 
