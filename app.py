@@ -71,6 +71,12 @@ define(
     help="close a client that has not read a tick for this many seconds",
     type=float,
 )
+define(
+    "log_window",
+    default=10.0,
+    help="seconds in which the first 5 warnings of each kind are logged; one line counts the rest",
+    type=float,
+)
 
 log = logging.getLogger("app")
 
@@ -79,6 +85,10 @@ MAX_ID_LENGTH = 64
 # Descriptors kept back from --max_clients: about ten the process holds itself (standard streams,
 # the event loop, the listening sockets, a spare), and room for handshakes under way, /stats
 # requests and refused clients that have not hung up yet.
+LOG_BURST = 5  # warnings of one kind logged in full per --log_window
+# Where clients can make warnings: ours, and Tornado's for requests and connections.
+LIMITED_LOGGERS = ("app", "tornado.access", "tornado.general", "tornado.application")
+
 RESERVED_DESCRIPTORS = 64
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after accept() ran out of descriptors
 ACCEPTS_PER_TURN = 128  # as Tornado's own accept loop: let other work run between batches
@@ -365,6 +375,82 @@ class SendThread(threading.Thread):
         self.stopping.set()
 
 
+@dataclasses.dataclass
+class LogWindow:
+    """The warnings of one kind since its window started."""
+
+    started: float
+    first: logging.LogRecord
+    count: int = 0
+
+
+class LogLimit(logging.Filter):
+    """Let the first few warnings of each kind through in a window of time, then count the rest.
+
+    A client can be refused thousands of times a second, and every refusal logs a warning or
+    two. On a logger, this filter passes the first LOG_BURST lines of each kind (from the same
+    logging call, and with the same ``kind`` if the call gives one in ``extra``) in every
+    ``window`` seconds as they are, holds the rest back, and at the end of the window
+    logs one line saying how many there were. The log then grows by a bounded amount whatever
+    clients do; ``/stats`` keeps the exact counts. Lines below WARNING pass untouched
+    (``--logging=warning`` quiets those). It runs on the IOLoop's thread, like the handlers.
+    """
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self.window = window
+        self.windows: dict[tuple[Any, ...], LogWindow] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "summary", False):
+            return True
+        kind = (record.name, record.pathname, record.lineno, getattr(record, "kind", None))
+        now = time.monotonic()
+        window = self.windows.get(kind)
+        if window is not None and now - window.started >= self.window:
+            self.summarise(kind, window)  # its timer has not run yet: end it here
+            window = None
+        if window is None:
+            window = self.windows[kind] = LogWindow(now, record)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # logged before the loop runs: the next line of its kind ends the window
+            else:
+                loop.call_later(self.window, self.summarise, kind, window)
+        window.count += 1
+        return window.count <= LOG_BURST
+
+    def summarise(self, kind: tuple[Any, ...], window: LogWindow) -> None:
+        """End a window: forget it, and say how many lines it held back."""
+        if self.windows.get(kind) is not window:
+            return  # already ended
+        del self.windows[kind]
+        if window.count > LOG_BURST:
+            seconds = min(time.monotonic() - window.started, self.window)
+            logging.getLogger(window.first.name).log(
+                window.first.levelno,
+                "%s more lines like %r in the last %.3g s",
+                f"{window.count - LOG_BURST:,}",
+                window.first.getMessage()[:200],
+                seconds,
+                extra={"summary": True},
+            )
+
+    def flush(self) -> None:
+        """End every window now, as the server stops."""
+        for kind, window in list(self.windows.items()):
+            self.summarise(kind, window)
+
+
+def limit_warnings(window: float) -> LogLimit:
+    """Put one LogLimit on every logger that clients can make write."""
+    limit = LogLimit(window)
+    for name in LIMITED_LOGGERS:
+        logging.getLogger(name).addFilter(limit)
+    return limit
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Log a request as Tornado does, except that a 503 when full is a warning, not an error.
 
@@ -385,6 +471,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         request.uri,
         request.remote_ip,
         1000.0 * request.request_time(),
+        extra={"kind": status},  # LogLimit counts each status apart
     )
 
 
@@ -577,11 +664,13 @@ async def serve(app: tornado.web.Application) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the server; ``argv`` are the command-line words after the program name."""
     tornado.options.parse_command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    limit = limit_warnings(options.log_window)
     try:
         app = make_app(max_clients=fit_max_clients(options.max_clients))
     except ValueError as error:
         sys.exit(f"app.py: {error}")
     asyncio.run(serve(app))
+    limit.flush()
 
 
 if __name__ == "__main__":
