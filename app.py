@@ -82,13 +82,13 @@ log = logging.getLogger("app")
 
 MAX_ID_LENGTH = 64
 
-# Descriptors kept back from --max_clients: about ten the process holds itself (standard streams,
-# the event loop, the listening sockets, a spare), and room for handshakes under way, /stats
-# requests and refused clients that have not hung up yet.
 LOG_BURST = 5  # warnings of one kind logged in full per --log_window
 # Where clients can make warnings: ours, and Tornado's for requests and connections.
 LIMITED_LOGGERS = ("app", "tornado.access", "tornado.general", "tornado.application")
 
+# Descriptors kept back from --max_clients: about ten the process holds itself (standard streams,
+# the event loop, the listening sockets, a spare), and room for handshakes under way, /stats
+# requests and refused clients that have not hung up yet.
 RESERVED_DESCRIPTORS = 64
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after accept() ran out of descriptors
 ACCEPTS_PER_TURN = 128  # as Tornado's own accept loop: let other work run between batches
