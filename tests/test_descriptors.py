@@ -150,6 +150,7 @@ def test_out_of_descriptors(start_server: Any) -> None:
     result = asyncio.run(episode(server))
     outcomes = collections.Counter(outcome for outcome, _ in result["outcomes"])
     slowest = max(wait for _, wait in result["outcomes"])
+    print(f"{dict(outcomes)}, slowest {slowest:.3f} s, CPU {result['cpu']:.0%} while held")
 
     # All ATTEMPTS were made; each got 101, 503 or a close, and within PROMPT.
     assert sum(outcomes.values()) == ATTEMPTS
