@@ -21,10 +21,12 @@ import asyncio
 import collections
 import dataclasses
 import datetime
+import errno
 import logging
 import math
 import os
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -32,7 +34,13 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+try:
+    import resource
+except ImportError:  # Windows has no descriptor limit to raise
+    resource = None  # type: ignore[assignment]
+
 import tornado.ioloop
+import tornado.iostream
 import tornado.log
 import tornado.netutil
 import tornado.options
@@ -63,10 +71,27 @@ define(
     help="close a client that has not read a tick for this many seconds",
     type=float,
 )
+define(
+    "log_window",
+    default=10.0,
+    help="seconds in which the first 5 warnings of each kind are logged; one line counts the rest",
+    type=float,
+)
 
 log = logging.getLogger("app")
 
 MAX_ID_LENGTH = 64
+
+LOG_BURST = 5  # warnings of one kind logged in full per --log_window
+# Where clients can make warnings: ours, and Tornado's for requests and connections.
+LIMITED_LOGGERS = ("app", "tornado.access", "tornado.general", "tornado.application")
+
+# Descriptors kept back from --max_clients: about ten the process holds itself (standard streams,
+# the event loop, the listening sockets, a spare), and room for handshakes under way, /stats
+# requests and refused clients that have not hung up yet.
+RESERVED_DESCRIPTORS = 64
+ACCEPT_PAUSE = 0.1  # seconds to stop accepting after accept() ran out of descriptors
+ACCEPTS_PER_TURN = 128  # as Tornado's own accept loop: let other work run between batches
 
 # Close codes this server sends (RFC 6455 section 7.4; 4000-4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
@@ -89,6 +114,7 @@ class Stats:
     ticks_skipped_slow: int = 0
     ticks_skipped_late: int = 0
     messages_received: int = 0
+    accept_paused: int = 0
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     closed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     fanout_ms: collections.deque = dataclasses.field(
@@ -104,6 +130,7 @@ class Stats:
             "ticks_skipped_slow": self.ticks_skipped_slow,
             "ticks_skipped_late": self.ticks_skipped_late,
             "messages_received": self.messages_received,
+            "accept_paused": self.accept_paused,
             "refused": dict(self.refused),
             "closed": dict(self.closed),
             "fanout_ms": [round(ms, 3) for ms in self.fanout_ms],
@@ -163,7 +190,7 @@ class IndexHandler(tornado.web.RequestHandler):
 
 class StatsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
-        self.write(stats.as_dict())
+        self.write({**stats.as_dict(), "max_clients": self.settings["max_clients"]})
 
 
 class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -348,6 +375,82 @@ class SendThread(threading.Thread):
         self.stopping.set()
 
 
+@dataclasses.dataclass
+class LogWindow:
+    """The warnings of one kind since its window started."""
+
+    started: float
+    first: logging.LogRecord
+    count: int = 0
+
+
+class LogLimit(logging.Filter):
+    """Let the first few warnings of each kind through in a window of time, then count the rest.
+
+    A client can be refused thousands of times a second, and every refusal logs a warning or
+    two. On a logger, this filter passes the first LOG_BURST lines of each kind (from the same
+    logging call, and with the same ``kind`` if the call gives one in ``extra``) in every
+    ``window`` seconds as they are, holds the rest back, and at the end of the window
+    logs one line saying how many there were. The log then grows by a bounded amount whatever
+    clients do; ``/stats`` keeps the exact counts. Lines below WARNING pass untouched
+    (``--logging=warning`` quiets those). It runs on the IOLoop's thread, like the handlers.
+    """
+
+    def __init__(self, window: float) -> None:
+        super().__init__()
+        self.window = window
+        self.windows: dict[tuple[Any, ...], LogWindow] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "summary", False):
+            return True
+        kind = (record.name, record.pathname, record.lineno, getattr(record, "kind", None))
+        now = time.monotonic()
+        window = self.windows.get(kind)
+        if window is not None and now - window.started >= self.window:
+            self.summarise(kind, window)  # its timer has not run yet: end it here
+            window = None
+        if window is None:
+            window = self.windows[kind] = LogWindow(now, record)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # logged before the loop runs: the next line of its kind ends the window
+            else:
+                loop.call_later(self.window, self.summarise, kind, window)
+        window.count += 1
+        return window.count <= LOG_BURST
+
+    def summarise(self, kind: tuple[Any, ...], window: LogWindow) -> None:
+        """End a window: forget it, and say how many lines it held back."""
+        if self.windows.get(kind) is not window:
+            return  # already ended
+        del self.windows[kind]
+        if window.count > LOG_BURST:
+            seconds = min(time.monotonic() - window.started, self.window)
+            logging.getLogger(window.first.name).log(
+                window.first.levelno,
+                "%s more lines like %r in the last %.3g s",
+                f"{window.count - LOG_BURST:,}",
+                window.first.getMessage()[:200],
+                seconds,
+                extra={"summary": True},
+            )
+
+    def flush(self) -> None:
+        """End every window now, as the server stops."""
+        for kind, window in list(self.windows.items()):
+            self.summarise(kind, window)
+
+
+def limit_warnings(window: float) -> LogLimit:
+    """Put one LogLimit on every logger that clients can make write."""
+    limit = LogLimit(window)
+    for name in LIMITED_LOGGERS:
+        logging.getLogger(name).addFilter(limit)
+    return limit
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Log a request as Tornado does, except that a 503 when full is a warning, not an error.
 
@@ -368,6 +471,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         request.uri,
         request.remote_ip,
         1000.0 * request.request_time(),
+        extra={"kind": status},  # LogLimit counts each status apart
     )
 
 
@@ -414,11 +518,129 @@ async def close_all(code: int, reason: str, timeout: float) -> None:
         await asyncio.sleep(0.01)
 
 
+def fit_max_clients(max_clients: int) -> int:
+    """Raise the soft limit on open files to the hard one; return how many clients fit under it."""
+    if resource is None:
+        return max_clients
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    except (ValueError, OSError):
+        pass  # macOS refuses an unlimited hard limit: keep the soft one
+    if soft == resource.RLIM_INFINITY or max_clients + RESERVED_DESCRIPTORS <= soft:
+        return max_clients
+    fitting = max(1, soft - RESERVED_DESCRIPTORS)
+    log.warning(
+        "--max_clients=%d does not fit in this process's limit of %d open files; "
+        "serving at most %d clients (raise the limit with ulimit -n)",
+        max_clients,
+        soft,
+        fitting,
+    )
+    return fitting
+
+
+class Acceptor:
+    """Accept connections on a listening socket for an HTTPServer, and survive running out of
+    file descriptors.
+
+    This does what ``HTTPServer.add_sockets`` does, except for one case. When accept() fails
+    with EMFILE or ENFILE, Tornado's own loop (``tornado.netutil.add_accept_handler``) lets the
+    error escape: the connection stays queued, the socket stays readable, and the event loop
+    calls it again at once, spinning a core and logging a traceback each time. Here the queued
+    connections are closed at once, using a descriptor kept spare for that, so their clients
+    hear of it instead of hanging; then the socket is left alone for ACCEPT_PAUSE seconds and
+    tried again. One warning per episode; ``/stats`` counts them as ``accept_paused``.
+    """
+
+    def __init__(self, server: HTTPServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.io_loop = tornado.ioloop.IOLoop.current()
+        self.spare: int | None = os.open(os.devnull, os.O_RDONLY)
+        self.resuming: object = None  # the timeout that ends a pause
+        self.out_of_descriptors = False
+        self.io_loop.add_handler(sock, self.accept, tornado.ioloop.IOLoop.READ)
+
+    def accept(self, sock: socket.socket, events: int) -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return  # nothing more is waiting
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as error:
+                if error.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
+                self.pause()
+                return
+            if self.out_of_descriptors:
+                self.out_of_descriptors = False
+                log.info("Accepting connections again")
+            stream = tornado.iostream.IOStream(
+                connection,
+                max_buffer_size=self.server.max_buffer_size,
+                read_chunk_size=self.server.read_chunk_size,
+            )
+            self.server.handle_stream(stream, address)
+
+    def pause(self) -> None:
+        if not self.out_of_descriptors:
+            self.out_of_descriptors = True
+            stats.accept_paused += 1
+            log.warning(
+                "Out of file descriptors: closing new connections at once until some are free"
+            )
+        self.turn_away()
+        self.io_loop.remove_handler(self.sock)
+        self.resuming = self.io_loop.call_later(ACCEPT_PAUSE, self.resume)
+
+    def resume(self) -> None:
+        self.resuming = None
+        self.io_loop.add_handler(self.sock, self.accept, tornado.ioloop.IOLoop.READ)
+
+    def turn_away(self) -> None:
+        """Accept and close what is queued, each in the slot the spare descriptor leaves free."""
+        if self.spare is not None:
+            os.close(self.spare)
+        try:
+            for _ in range(ACCEPTS_PER_TURN):
+                self.sock.accept()[0].close()
+                stats.refused["no_descriptors"] += 1
+        except OSError:
+            pass  # the queue is empty, or (ENFILE) another process took the free slot
+        try:
+            self.spare = os.open(os.devnull, os.O_RDONLY)
+        except OSError:
+            self.spare = None  # try again next time
+
+    def stop(self) -> None:
+        """Stop accepting (the server closes the socket)."""
+        if self.resuming is not None:
+            self.io_loop.remove_timeout(self.resuming)
+        else:
+            self.io_loop.remove_handler(self.sock)
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
+
+
+def add_sockets(server: HTTPServer, sockets: list[socket.socket]) -> None:
+    """``server.add_sockets(sockets)``, with an Acceptor in place of Tornado's accept loop."""
+    for sock in sockets:
+        # Kept where add_sockets keeps them, so that server.stop() stops the Acceptor and closes
+        # the socket as it would its own.
+        server._sockets[sock.fileno()] = sock
+        server._handlers[sock.fileno()] = Acceptor(server, sock).stop
+
+
 async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
     # A handshake left half-sent must not hold its socket for Tornado's default hour.
     server = HTTPServer(app, idle_connection_timeout=30)
-    server.add_sockets(sockets)
+    add_sockets(server, sockets)
     host, port = sockets[0].getsockname()[:2]
     log.info("Listening on http://%s:%d/", host, port)
 
@@ -442,11 +664,13 @@ async def serve(app: tornado.web.Application) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the server; ``argv`` are the command-line words after the program name."""
     tornado.options.parse_command_line([sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+    limit = limit_warnings(options.log_window)
     try:
-        app = make_app()
+        app = make_app(max_clients=fit_max_clients(options.max_clients))
     except ValueError as error:
         sys.exit(f"app.py: {error}")
     asyncio.run(serve(app))
+    limit.flush()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import resource
 import signal
 import socket
 import struct
@@ -69,10 +70,22 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
+def set_open_files(limits: tuple[int, int]) -> None:
+    """Set this process's (soft, hard) limit on open files; run in the child before exec."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
+
 class ServerProcess:
     """``python app.py`` in a child process on a free port, its log collected as it runs."""
 
-    def __init__(self, *args: str, port: int = 0, timeout: float = 8 * TIMEOUT) -> None:
+    def __init__(
+        self,
+        *args: str,
+        port: int = 0,
+        timeout: float = 8 * TIMEOUT,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """``open_files`` is the (soft, hard) limit on open files the process starts with."""
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
@@ -81,6 +94,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
+            preexec_fn=None if open_files is None else lambda: set_open_files(open_files),
         )
         listening = threading.Event()
         self.port = 0
