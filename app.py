@@ -22,9 +22,12 @@ import collections
 import dataclasses
 import datetime
 import errno
+import ipaddress
 import logging
 import math
 import os
+import re
+import secrets
 import signal
 import socket
 import struct
@@ -39,6 +42,7 @@ try:
 except ImportError:  # Windows has no descriptor limit to raise
     resource = None  # type: ignore[assignment]
 
+import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
 import tornado.log
@@ -59,6 +63,19 @@ define(
     multiple=True,
     help="origins allowed to connect, comma-separated, e.g. "
     "https://a.example,http://b.example:8080; empty means the page's own origin only",
+)
+define(
+    "allowed_hosts",
+    default=[],
+    multiple=True,
+    help="host names this server answers to besides the local ones, comma-separated, e.g. "
+    "clock.example,*.apps.example; * answers to any",
+)
+define(
+    "cookie_secret",
+    default="",
+    help="hand out Ids signed with this secret (or set COOKIE_SECRET), so that a client "
+    "cannot take over another's Id; at least 32 characters",
 )
 define("max_message_size", default=64 * 1024, help="largest message in bytes", type=int)
 define("max_messages_per_second", default=10, help="messages a client may send", type=int)
@@ -92,6 +109,22 @@ LIMITED_LOGGERS = ("app", "tornado.access", "tornado.general", "tornado.applicat
 RESERVED_DESCRIPTORS = 64
 ACCEPT_PAUSE = 0.1  # seconds to stop accepting after accept() ran out of descriptors
 ACCEPTS_PER_TURN = 128  # as Tornado's own accept loop: let other work run between batches
+# The names a browser on this machine reaches a loopback server by. A page on another site that
+# has its own name pointed at 127.0.0.1 (DNS rebinding) still sends its own name as the Host.
+LOCAL_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
+# A Host header: a name or a bracketed IPv6 address, then an optional port.
+HOST_HEADER = re.compile(r"([a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?")
+# An entry of --allowed_hosts: a name, *.name for every name below it, or * for any.
+HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
+
+# With --cookie_secret the Id lives in a signed cookie rather than in a token that the page
+# adds to the WebSocket's URL: the browser sends the cookie with the handshake by itself, so no
+# signature ever stands in a URL, where access logs and proxies would record it; HttpOnly keeps
+# it from the page's scripts, and SameSite from other sites' pages. The price: a cookie belongs
+# to the whole browser, so all its tabs share one Id, and the newest tab takes it over.
+ID_COOKIE = "clock_id"
+ID_MAX_AGE_DAYS = 30
+MIN_SECRET_LENGTH = 32
 
 # Close codes this server sends (RFC 6455 section 7.4; 4000-4999 are for applications).
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
@@ -155,6 +188,28 @@ def id_problem(client_id: str) -> str | None:
     return None
 
 
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    """Whether a Host header names a host that ``patterns`` (``HOST_PATTERN``) allow, any port."""
+    found = HOST_HEADER.fullmatch(host.lower())
+    if found is None:
+        return False
+    name = found.group(1)
+    return any(
+        pattern in ("*", name) or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+        for pattern in patterns
+    )
+
+
+def is_loopback(address: str) -> bool:
+    """Whether listening on ``address`` keeps other machines out."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False  # a host name, or "" for every interface
+
+
 def origin_key(origin: str) -> tuple[str, str, int | None] | None:
     """Reduce an origin to (scheme, host, port) with the default port filled in."""
     try:
@@ -186,6 +241,32 @@ def encode_text_frame(text: str) -> bytes:
 class IndexHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.render("index.html", interval=self.settings["interval"])
+
+    def prepare(self) -> None:
+        # With --cookie_secret the server, not the page, picks the Id (see ID_COOKIE).
+        self.client_id = self.hand_out_id() if self.settings["cookie_secret"] else ""
+
+    def hand_out_id(self) -> str:
+        """The Id this browser's signed cookie holds, or a new one; signed afresh either way."""
+        signed = self.get_signed_cookie(ID_COOKIE, max_age_days=ID_MAX_AGE_DAYS)
+        client_id = signed.decode() if signed else secrets.token_urlsafe(12)
+        self.set_signed_cookie(
+            ID_COOKIE, client_id, expires_days=ID_MAX_AGE_DAYS, httponly=True, samesite="Strict"
+        )
+        return client_id
+
+
+class RefusedHandler(tornado.web.RequestHandler):
+    """Answer any request with one status and reason, as plain text."""
+
+    def initialize(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+
+    def prepare(self) -> None:
+        self.set_status(self.status, self.reason)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{self.status} {self.reason}\n")
 
 
 class StatsHandler(tornado.web.RequestHandler):
@@ -222,6 +303,28 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             stats.refused["full"] += 1
             raise tornado.web.HTTPError(503, reason="Server full, try again later")
         self.client_id = client_id
+        if self.settings["cookie_secret"]:
+            problem = self.signature_problem(client_id)
+            if problem is not None:
+                stats.refused["signature"] += 1
+                log.warning("Refused Id %r: %s", client_id[:100], problem)
+                raise tornado.web.HTTPError(403, reason=problem)
+
+    def signature_problem(self, client_id: str) -> str | None:
+        """Say what is wrong with the handshake's signed cookie for ``client_id``, or None."""
+        cookie = self.get_cookie(ID_COOKIE)
+        if not cookie:
+            return "Missing signature for the Id: load the page first"
+        secret = self.settings["cookie_secret"]
+        signed = tornado.web.decode_signed_value(secret, ID_COOKIE, cookie, ID_MAX_AGE_DAYS)
+        if signed is None:
+            # Tornado says only "not valid"; a second look without an age limit tells why.
+            if tornado.web.decode_signed_value(secret, ID_COOKIE, cookie, math.inf):
+                return "Signature expired: reload the page"
+            return "Signature not valid (forged or tampered)"
+        if signed != client_id.encode():
+            return "Signature is for another Id"
+        return None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -475,6 +578,25 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     )
 
 
+class Application(tornado.web.Application):
+    """Tornado's Application, refusing a request for a host name it does not answer to."""
+
+    def find_handler(
+        self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        # Every request passes here before any handler runs, static files included. The Origin
+        # check cannot stop a rebound name: there the page's origin and Host agree.
+        patterns = self.settings["host_patterns"]
+        if patterns and not host_allowed(request.host, patterns):
+            stats.refused["host"] += 1
+            log.warning("Refused a request for host %r", request.host[:200])
+            # Tornado has refused a Host with anything but URI characters, so %r is safe here.
+            reason = f"Host not allowed: {request.host[:100]!r}"
+            refusal = {"status": 403, "reason": reason}
+            return self.get_handler_delegate(request, RefusedHandler, refusal)
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(**settings: Any) -> tornado.web.Application:
     """Build the application; keyword arguments override settings taken from the options."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -484,6 +606,9 @@ def make_app(**settings: Any) -> tornado.web.Application:
         debug=options.debug,
         interval=options.interval,
         allowed_origins=options.allowed_origins,
+        address=options.address,
+        allowed_hosts=options.allowed_hosts,
+        cookie_secret=options.cookie_secret or os.environ.get("COOKIE_SECRET", ""),
         max_clients=options.max_clients,
         max_messages_per_second=options.max_messages_per_second,
         slow_client_timeout=options.slow_client_timeout,
@@ -498,7 +623,24 @@ def make_app(**settings: Any) -> tornado.web.Application:
     if malformed:
         raise ValueError(f"not an origin (scheme://host[:port]): {malformed!r}")
     app_settings["allowed_origin_keys"] = frozenset(origin_key(origin) for origin in allowed)
-    return tornado.web.Application(
+    hosts = [host.lower() for host in app_settings["allowed_hosts"]]
+    malformed = [host for host in hosts if not HOST_PATTERN.fullmatch(host)]
+    if malformed:
+        raise ValueError(f"not a host name (name, *.name or [IPv6], no port): {malformed!r}")
+    address = app_settings["address"]
+    if is_loopback(address):
+        hosts.append(f"[{address}]" if ":" in address else address)
+    # Local names are always safe to answer. No names at all means any Host goes, as on a
+    # server that others reach by names it cannot know.
+    if hosts:
+        hosts += LOCAL_HOSTS
+    app_settings["host_patterns"] = tuple(hosts)
+    if 0 < len(app_settings["cookie_secret"]) < MIN_SECRET_LENGTH:
+        raise ValueError(
+            f"the cookie secret must be at least {MIN_SECRET_LENGTH} characters; make one "
+            "with: python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    return Application(
         [
             (r"/", IndexHandler),
             (r"/websocket", MyWebSocketHandler),
@@ -642,6 +784,13 @@ async def serve(app: tornado.web.Application) -> None:
     server = HTTPServer(app, idle_connection_timeout=30)
     add_sockets(server, sockets)
     host, port = sockets[0].getsockname()[:2]
+    if not app.settings["host_patterns"]:
+        log.warning(
+            "Listening on %r without --allowed_hosts: any Host is answered, so a page on "
+            "another site can reach this server by pointing its own name here (DNS rebinding); "
+            "name this server's hosts in --allowed_hosts",
+            options.address,
+        )
     log.info("Listening on http://%s:%d/", host, port)
 
     # A signal only sets an event; the shutdown itself runs here, on the loop.

@@ -3,7 +3,9 @@
 // elements below already exist.
 //
 // Optional query parameters: ?Id=... (else one is made and kept for the tab), and
-// ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default).
+// ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default). A server
+// started with --cookie_secret picks the Id itself and puts it in the page (data-id): the signed
+// cookie that goes with it is only good for that Id, so ?Id= is then ignored.
 
 const CLOSE_REPLACED = 4000; // the server: a newer connection took over this Id
 const USER_CLOSE = { code: 1000, reason: "Closed by the user" };
@@ -67,7 +69,7 @@ function readSettings() {
   const params = new URLSearchParams(location.search);
   const intervalMs = seconds(document.body.dataset.interval, 1) * 1000;
   return {
-    id: params.get("Id") || keptId(),
+    id: document.body.dataset.id || params.get("Id") || keptId(),
     intervalMs,
     deadAfterMs: Math.max(DEAD_AFTER_TICKS * intervalMs, DEAD_AFTER_MIN_MS),
     backoffMs: seconds(params.get("backoff"), 1) * 1000,

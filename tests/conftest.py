@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
-from support import ServerProcess
+from support import CHROMIUM, CHROMIUM_ARGS, ServerProcess
 
 
 @pytest.fixture
@@ -20,3 +21,66 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.close()
+
+
+# The browser fixtures: a test module that uses them calls support.need_chromium() first.
+
+
+class Console:
+    """Errors a page logged, and the patterns of those a test expects."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.expected: list[re.Pattern[str]] = []
+
+    def expect(self, pattern: str) -> None:
+        self.expected.append(re.compile(pattern))
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, one for each test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def new_page(
+    browser: Any, console: Console, start_server: Callable[..., ServerProcess]
+) -> Iterator[Callable[..., Any]]:
+    """Open pages, each in a fresh context (its own cookies and sessionStorage), watching for
+    errors; ``new_page(tab_of=page)`` opens another tab in ``page``'s context instead."""
+    # Depending on start_server makes the pages close before the servers are killed.
+    contexts = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            console.errors.append(f"console: {message.text}")
+
+    def new_page(tab_of: Any = None, **context_options: Any) -> Any:
+        if tab_of is None:
+            context = browser.new_context(**context_options)
+            contexts.append(context)
+        else:
+            context = tab_of.context
+        page = context.new_page()
+        page.on("console", on_console)
+        page.on("pageerror", lambda error: console.errors.append(f"pageerror: {error}"))
+        return page
+
+    yield new_page
+    for context in contexts:
+        context.close()
+    assert not console.unexpected(), "errors in the browser console"

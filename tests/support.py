@@ -13,6 +13,7 @@ import asyncio
 import base64
 import datetime
 import gc
+import importlib.util
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import AsyncHTTPTestCase
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -50,6 +52,22 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+
+
+def need_chromium() -> None:
+    """Skip the calling test module without Playwright and Chromium; on CI, fail it instead."""
+    if importlib.util.find_spec("playwright") is None:
+        missing = "the playwright package is missing: pip install -e '.[test]'"
+    elif not CHROMIUM.exists():
+        missing = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM=path)"
+    else:
+        return
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"browser tests cannot run on CI: {missing}", pytrace=False)
+    pytest.skip(missing, allow_module_level=True)
+
 
 # Every timing in the tests is a multiple of MS. On a slow machine TEST_TIME_SCALE=3 makes the
 # whole suite three times as patient, intervals and timeouts alike.

@@ -7,38 +7,15 @@ names as expected (a refused WebSocket handshake while the server is down).
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import signal
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, Callable
 from urllib.parse import quote
 
-import pytest
-from support import CHROMIUM_ARGS, ServerProcess
+from support import need_chromium
 
-try:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-except ImportError:
-    sync_playwright = None
+need_chromium()
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-
-
-def browser_missing() -> str | None:
-    if sync_playwright is None:
-        return "the playwright package is missing: pip install -e '.[test]'"
-    if not CHROMIUM.exists():
-        return f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM=path)"
-    return None
-
-
-# Skipped on a laptop without a browser, but CI must run these tests.
-if browser_missing():
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"browser tests cannot run on CI: {browser_missing()}", pytrace=False)
-    pytest.skip(browser_missing(), allow_module_level=True)
+from playwright.sync_api import Page, expect  # noqa: E402
 
 # str(datetime.datetime.now()): the fraction is left out when it is zero.
 PUSHED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?$")
@@ -46,59 +23,6 @@ HANDSHAKE_FAILED = (
     r"^console: WebSocket connection to 'ws://127\.0\.0\.1:\d+/websocket\?Id=.*' failed"
 )
 FAST_RETRY = "backoff=0.05&backoffMax=0.05"
-
-
-class Console:
-    """Errors a page logged, and the patterns of those a test expects."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.expected: list[re.Pattern[str]] = []
-
-    def expect(self, pattern: str) -> None:
-        self.expected.append(re.compile(pattern))
-
-    def unexpected(self) -> list[str]:
-        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def console() -> Console:
-    return Console()
-
-
-@pytest.fixture
-def new_page(
-    browser: Browser, console: Console, start_server: Callable[..., ServerProcess]
-) -> Iterator[Callable[..., Page]]:
-    """Open pages, each in a fresh context (its own sessionStorage), watching for errors."""
-    # Depending on start_server makes the pages close before the servers are killed.
-    contexts = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console.errors.append(f"console: {message.text}")
-
-    def new_page(**context_options: Any) -> Page:
-        context = browser.new_context(**context_options)
-        contexts.append(context)
-        page = context.new_page()
-        page.on("console", on_console)
-        page.on("pageerror", lambda error: console.errors.append(f"pageerror: {error}"))
-        return page
-
-    yield new_page
-    for context in contexts:
-        context.close()
-    assert not console.unexpected(), "errors in the browser console"
 
 
 def status(page: Page):
