@@ -55,6 +55,13 @@ from tornado.options import define, options
 
 define("port", default=8888, help="run on the given port", type=int)
 define("address", default="127.0.0.1", help="listen on this address (0.0.0.0 for all)")
+define(
+    "xheaders",
+    default=False,
+    help="behind a proxy: take the client's address and scheme from X-Real-Ip, "
+    "X-Forwarded-For and X-Forwarded-Proto (only safe if nothing else can reach this port)",
+    type=bool,
+)
 define("interval", default=1.0, help="seconds between ticks", type=float)
 define("debug", default=False, help="reload on code changes, show tracebacks", type=bool)
 define(
@@ -132,6 +139,8 @@ CLOSE_UNSUPPORTED_DATA = 1003  # a binary message: this server only takes text
 CLOSE_POLICY_VIOLATION = 1008  # too many messages, or ticks left unread
 CLOSE_TOO_BIG = 1009  # sent by Tornado itself past websocket_max_message_size
 CLOSE_REPLACED = 4000  # another connection took over this Id
+
+ORIGIN_REFUSED = "Origin does not match Host: a proxy must pass Host, or use --allowed_origins"
 
 # Client Id -> {"id": Id, "object": MyWebSocketHandler}. Only the IOLoop's thread touches it.
 clients: dict[str, dict[str, Any]] = {}
@@ -338,7 +347,17 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         )
         if not ok:
             stats.refused["origin"] += 1
-            log.warning("Refused a connection from origin %r", origin[:200])
+            # Behind a proxy that rewrites Host (nginx's own example does), the page's origin
+            # never matches it: say so in the first line the operator reads.
+            log.warning(
+                "Refused a connection from origin %r: it does not match Host %r. If the page "
+                "comes through a proxy, pass the Host header on (nginx: proxy_set_header Host "
+                "$http_host;) or allow that origin with --allowed_origins=...",
+                origin[:200],
+                self.request.headers.get("Host", "")[:200],
+            )
+            # Raised rather than returning False, so that the 403 carries a reason of its own.
+            raise tornado.web.HTTPError(403, reason=ORIGIN_REFUSED)
         return ok
 
     def open(self) -> None:
@@ -781,7 +800,7 @@ def add_sockets(server: HTTPServer, sockets: list[socket.socket]) -> None:
 async def serve(app: tornado.web.Application) -> None:
     sockets = tornado.netutil.bind_sockets(options.port, options.address)
     # A handshake left half-sent must not hold its socket for Tornado's default hour.
-    server = HTTPServer(app, idle_connection_timeout=30)
+    server = HTTPServer(app, idle_connection_timeout=30, xheaders=options.xheaders)
     add_sockets(server, sockets)
     host, port = sockets[0].getsockname()[:2]
     if not app.settings["host_patterns"]:

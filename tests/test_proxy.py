@@ -1,0 +1,380 @@
+"""Behind nginx: the shipped deploy/nginx.conf with TLS, the origin check, client addresses.
+
+The nginx tests run Debian's nginx with deploy/nginx.conf itself: only the lines it marks
+"# CHANGE" are filled in (ports, upstreams, the certificate), by ``fill_site`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import http.client
+import re
+import shlex
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import pytest
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT,
+    NginxProcess,
+    ServerProcess,
+    ServerTestCase,
+    free_port,
+    need_chromium,
+)
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.options import options
+from tornado.testing import gen_test
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = ROOT / "deploy" / "nginx.conf"
+UNIT = ROOT / "deploy" / "tornado-time-push.service"
+
+# A directive the user changes: `name value;  # CHANGE ...`
+CHANGE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<name>\w+)[ \t]+(?P<value>[^;#\n]*);[ \t]*# CHANGE.*$", re.M
+)
+# What the shipped file says that only fits the example site, never this machine.
+EXAMPLE_VALUES = ("time.example.com", "/etc/letsencrypt", "127.0.0.1:8888", "127.0.0.1:8889")
+
+# nginx's own WebSocket proxying example: the upgrade headers, and no Host line.
+MINIMAL_SITE = """
+server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {certificate};
+    ssl_certificate_key {key};
+    location / {{
+        proxy_pass http://127.0.0.1:{upstream};
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+    }}
+}}
+"""
+
+# The client's own address, kept apart from the one nginx uses for the app (127.0.0.1).
+CLIENT_IP = "127.0.0.2"
+FORGED = {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "203.0.113.8"}
+
+
+def fill_site(
+    text: str,
+    *,
+    http_port: int,
+    https_port: int,
+    certificate: tuple[Path, Path],
+    upstreams: list[int],
+) -> str:
+    """The shipped site config with its "# CHANGE" lines filled in for loopback, and no other."""
+    servers = iter([[f"127.0.0.1:{port}" for port in upstreams]])
+
+    def fill(match: re.Match[str]) -> str:
+        name, value, indent = match["name"], match["value"].split(), match["indent"]
+        if name == "server":
+            # The first upstream line becomes all of them; the others go.
+            return "\n".join(f"{indent}server {address};" for address in next(servers, []))
+        filled = {
+            "listen": f"127.0.0.1:{https_port} ssl" if "ssl" in value else f"127.0.0.1:{http_port}",
+            "server_name": "localhost",
+            "ssl_certificate": str(certificate[0]),
+            "ssl_certificate_key": str(certificate[1]),
+        }
+        assert name in filled, f"a line marked CHANGE the tests cannot fill: {match[0]!r}"
+        return f"{indent}{name} {filled[name]};"
+
+    return CHANGE.sub(fill, text)
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a client coroutine to its end, within a bound, on a thread of its own.
+
+    Playwright's synchronous API keeps an event loop running on the test's thread.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coroutine, 10 * TIMEOUT)).result()
+
+
+async def ws_connect(
+    url: str, headers: dict[str, str] | None = None, source: str | None = None
+) -> WebSocketClientConnection:
+    """Open a WebSocket, over TLS with the test's self-signed certificate if wss."""
+    request = HTTPRequest(url, headers=headers, validate_cert=False, network_interface=source)
+    return await websocket_connect(request)
+
+
+async def hang_up(connection: WebSocketClientConnection) -> None:
+    """Close an open connection and wait for the server's answer, so no socket outlives the loop."""
+    connection.close()
+    while await connection.read_message() is not None:
+        pass
+
+
+@pytest.fixture
+def front(
+    start_nginx: Callable[[str], NginxProcess], certificate: tuple[Path, Path]
+) -> Callable[..., int]:
+    """Put nginx with the shipped config in front of app processes; return its https port."""
+
+    def start(*servers: ServerProcess) -> int:
+        port = free_port()
+        site = fill_site(
+            SITE.read_text(),
+            http_port=free_port(),
+            https_port=port,
+            certificate=certificate,
+            upstreams=[server.port for server in servers],
+        )
+        start_nginx(site)
+        return port
+
+    return start
+
+
+def test_site_fill() -> None:
+    """Every value in deploy/nginx.conf that fits only the example site is on a CHANGE line."""
+    text = SITE.read_text()
+    assert {m["name"] for m in CHANGE.finditer(text)} == {
+        "listen",
+        "server_name",
+        "ssl_certificate",
+        "ssl_certificate_key",
+        "server",
+    }
+    filled = fill_site(
+        text, http_port=1, https_port=2, certificate=(Path("c"), Path("k")), upstreams=[3]
+    )
+    directives = re.sub(r"#.*", "", filled)
+    left = [value for value in EXAMPLE_VALUES if value in directives]
+    assert left == [], "values for the example site outside a CHANGE line"
+    assert CHANGE.search(filled) is None
+    unmarked = [line for line in text.splitlines() if not CHANGE.fullmatch(line)]
+    assert [line for line in unmarked if line not in filled.splitlines()] == []
+
+
+@pytest.fixture
+def tls_context() -> Iterator[Any]:
+    """A headless Chromium context that takes the test's self-signed certificate.
+
+    One for each test, not conftest's browser for the module: while it runs, Playwright holds an
+    event loop on the test's thread, and the other tests here run loops of their own.
+    """
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(ignore_https_errors=True)
+        yield context
+        context.close()
+        browser.close()
+
+
+def test_page_over_wss(tls_context, start_server, front) -> None:
+    """The page loaded through nginx over https connects over wss and ticks."""
+    from playwright.sync_api import expect
+
+    server = start_server("--interval=0.05")
+    port = front(server)
+    page = tls_context.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    page.goto(f"https://127.0.0.1:{port}/?Id=secure")
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    raw = page.locator("#clock-raw")
+    expect(raw).to_have_text(re.compile(r"^\d{4}-"))
+    expect(raw).not_to_have_text(raw.text_content())
+    page.close()
+    assert sockets == [f"wss://127.0.0.1:{port}/websocket?Id=secure"]
+    server.wait_for_log(r"Client 'secure' connected")
+
+
+def test_http_redirects(start_server, start_nginx, certificate) -> None:
+    """Plain http through the shipped config is sent to https, path and query kept."""
+    server = start_server()
+    http_port = free_port()
+    start_nginx(
+        fill_site(
+            SITE.read_text(),
+            http_port=http_port,
+            https_port=free_port(),
+            certificate=certificate,
+            upstreams=[server.port],
+        )
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5 * TIMEOUT)
+    try:
+        connection.request("GET", "/?Id=plain", headers={"Host": "localhost"})
+        response = connection.getresponse()
+    finally:
+        connection.close()
+    assert (response.status, response.getheader("Location")) == (301, "https://localhost/?Id=plain")
+
+
+@pytest.mark.parametrize(("args", "seen"), [(["--xheaders"], CLIENT_IP), ([], "127.0.0.1")])
+def test_client_address(args, seen, start_server, front) -> None:
+    """Through nginx the app logs the client's address with --xheaders, the proxy's without."""
+    server = start_server("--interval=0.02", *args)
+    port = front(server)
+
+    async def visit() -> None:
+        # Forged headers too: nginx replaces X-Real-IP, which Tornado prefers.
+        url = f"wss://127.0.0.1:{port}/websocket?Id=far"
+        connection = await ws_connect(url, headers=FORGED, source=CLIENT_IP)
+        assert await connection.read_message() is not None
+        await hang_up(connection)
+
+    run(visit())
+    found = server.wait_for_log(r"101 GET /websocket\?Id=far \(([^)]*)\)")
+    assert found.group(1) == seen
+
+
+@pytest.mark.parametrize(
+    ("args", "forged", "seen"),
+    [
+        ([], {"X-Real-IP": "203.0.113.7"}, "127.0.0.1"),
+        ([], {"X-Forwarded-For": "203.0.113.7"}, "127.0.0.1"),
+        ([], {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "203.0.113.8"}, "127.0.0.1"),
+        # Why --xheaders is for a port only the proxy can reach: a direct client is believed.
+        (["--xheaders"], {"X-Real-IP": "203.0.113.7"}, "203.0.113.7"),
+    ],
+)
+def test_forged_address(args, forged, seen, start_server) -> None:
+    """Without --xheaders, a direct client's forged X-Real-IP or X-Forwarded-For is ignored."""
+    server = start_server(*args)
+
+    async def visit() -> None:
+        client = AsyncHTTPClient(force_instance=True)
+        try:
+            await client.fetch(server.url + "/stats", headers=forged)
+        finally:
+            client.close()
+
+    run(visit())
+    assert server.wait_for_log(r"200 GET /stats \(([^)]*)\)").group(1) == seen
+
+
+def test_minimal_example(tls_context, start_server, start_nginx, certificate) -> None:
+    """Behind nginx's minimal example the 403's first log line names Origin, Host and the fix."""
+    from playwright.sync_api import expect
+
+    port = free_port()
+    server = start_server()
+    site = MINIMAL_SITE.format(
+        port=port, certificate=certificate[0], key=certificate[1], upstream=server.port
+    )
+    start_nginx(site)
+    page = tls_context.new_page()
+    page.goto(f"https://127.0.0.1:{port}/?Id=minimal&backoff=5")
+    expect(page.get_by_role("status")).to_contain_text("1006 could not connect")
+    page.close()
+    warning = server.wait_for_log(r"\[W [^\n]*")[0]
+    assert f"origin {f'https://127.0.0.1:{port}'!r}" in warning
+    assert f"Host {f'127.0.0.1:{server.port}'!r}" in warning
+    assert "proxy_set_header Host $http_host;" in warning
+    assert "--allowed_origins" in warning
+    assert server.stats()["refused"] == {"origin": 1}
+
+    async def visit() -> None:
+        with pytest.raises(HTTPClientError) as refused:
+            await ws_connect(
+                f"wss://127.0.0.1:{port}/websocket?Id=minimal",
+                headers={"Origin": f"https://127.0.0.1:{port}"},
+            )
+        assert (refused.value.code, refused.value.message) == (403, app.ORIGIN_REFUSED)
+
+    run(visit())
+
+
+def test_minimal_example_allowed(tls_context, start_server, start_nginx, certificate) -> None:
+    """Behind nginx's minimal example, --allowed_origins=(the proxy's origin) lets the page in."""
+    from playwright.sync_api import expect
+
+    port = free_port()
+    server = start_server(f"--allowed_origins=https://127.0.0.1:{port}", "--interval=0.05")
+    site = MINIMAL_SITE.format(
+        port=port, certificate=certificate[0], key=certificate[1], upstream=server.port
+    )
+    start_nginx(site)
+    page = tls_context.new_page()
+    page.goto(f"https://127.0.0.1:{port}/?Id=allowed")
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    page.close()
+    server.wait_for_log(r"Client 'allowed' connected")
+
+
+def test_spread(start_server, front) -> None:
+    """With two app processes upstream, clients spread over both; a reused Id finds its first."""
+    servers = [start_server("--interval=0.02") for _ in range(2)]
+    port = front(*servers)
+    count = 16
+
+    async def visit() -> int | None:
+        connections = [
+            await ws_connect(f"wss://127.0.0.1:{port}/websocket?Id=c{n}") for n in range(count)
+        ]
+        for connection in connections:
+            assert await connection.read_message() is not None
+        shares = [server.stats()["clients"] for server in servers]
+        assert sum(shares) == count and min(shares) > 0, shares
+        # The same Id again reaches the process holding the first, which closes that one.
+        again = await ws_connect(f"wss://127.0.0.1:{port}/websocket?Id=c0")
+        while await connections[0].read_message() is not None:
+            pass
+        connections[0].close()  # closed already, but Tornado's client wants to be told
+        for connection in [*connections[1:], again]:
+            await hang_up(connection)
+        return connections[0].close_code
+
+    assert run(visit()) == app.CLOSE_REPLACED
+
+
+def test_unit_options() -> None:
+    """Every option the systemd unit passes to app.py is one app.py defines."""
+    text = UNIT.read_text()
+    (command,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
+    words = shlex.split(command)
+    assert words[1].endswith("app.py")
+    names = [word[2:].split("=")[0] for word in words[2:]]
+    assert "xheaders" in names
+    assert [name for name in names if name not in options._options] == []
+
+
+BAD_HEADERS = [
+    {"Origin": "https://" + "o" * 5000 + ".example"},
+    {"Origin": "https://\u00e9'\"\\.example"},
+    {"Origin": "https://a.example", "Host": "h" * 5000},
+]
+
+
+class TestOriginRefusal(ServerTestCase):
+    """The refusal of a foreign origin, in process."""
+
+    # Any Host, so that an odd one reaches the origin check rather than the Host check.
+    app_settings: ClassVar[dict[str, Any]] = {"allowed_hosts": ["*"]}
+
+    @gen_test
+    async def test_reason(self) -> None:
+        """The 403 says in its reason that Origin and Host differ and how to fix it."""
+        status, reason = await self.refusal("x", {"Origin": "https://elsewhere.example"})
+        self.assertEqual((status, reason), (403, app.ORIGIN_REFUSED))
+        (line,) = [m for m in self.log.messages() if m.startswith("Refused")]
+        host = f"127.0.0.1:{self.get_http_port()}"
+        self.assertIn(f"origin 'https://elsewhere.example': it does not match Host {host!r}", line)
+
+    @gen_test
+    async def test_bounded(self) -> None:
+        """A huge or odd Origin or Host is logged escaped and cut short, on one line each."""
+        for headers in BAD_HEADERS:
+            self.assertEqual((await self.refusal("x", headers))[0], 403, headers)
+        lines = [m for m in self.log.messages() if m.startswith("Refused")]
+        self.assertEqual(len(lines), len(BAD_HEADERS))
+        for headers, line in zip(BAD_HEADERS, lines):
+            self.assertLess(len(line), 1000)
+            self.assertIn(repr(headers["Origin"][:200]), line)
