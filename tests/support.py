@@ -72,7 +72,14 @@ def get_json(url: str) -> Any:
 class ServerProcess:
     """``python app.py`` in a child process on a free port, its log collected as it runs."""
 
-    def __init__(self, *args: str, port: int = 0, timeout: float = 8 * TIMEOUT) -> None:
+    def __init__(
+        self,
+        *args: str,
+        port: int = 0,
+        env: dict[str, str] | None = None,
+        timeout: float = 8 * TIMEOUT,
+    ) -> None:
+        """Start the server; ``env`` adds to (or overrides) this process's environment."""
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
@@ -81,6 +88,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
+            env={**os.environ, **(env or {})},
         )
         listening = threading.Event()
         self.port = 0
