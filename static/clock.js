@@ -32,8 +32,8 @@ const PUSHED_TIME = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(\.\d+)?$/;
 const SKEW_TICKS = 9; // the clock offset shown is the median over this many ticks
 const SKEW_MIN_TICKS = 3;
 const IN_STEP_MS = 100;
-// A tick this far from the others means the server's UTC offset changed (daylight saving) or
-// a clock was set: read the zone again and measure afresh. Zones differ by 15 min or more.
+// A tick this far from the others means the server's UTC offset changed (daylight saving
+// moves it by 30 min or more) or a clock was set: read the zone again and measure afresh.
 const JUMP_MS = 60_000;
 
 const settings = readSettings();
@@ -326,8 +326,9 @@ function showClock() {
   const wall = new Date(clock.wallMs); // read with the UTC getters: it is the server's wall clock
   setText(view.time, clock.text.slice(11, 19));
   setText(view.date, dateFormat.format(wall));
-  view.time.dateTime =
-    clock.text.replace(" ", "T") + (known ? utcOffsetText(zone.offsetMs).slice(3) : "");
+  // HTML allows up to milliseconds in a datetime attribute, and wants the zone written in.
+  const offset = known ? utcOffsetText(zone.offsetMs).slice(3) : "";
+  view.time.dateTime = clock.text.slice(0, 23).replace(" ", "T") + offset;
 }
 
 function showInReaderZone(instantMs) {
@@ -346,15 +347,12 @@ function showReaderZone(at) {
 }
 
 function showServerZone() {
-  if (zone.offsetMs === null) {
-    setText(view.zone, "The server did not say which time zone this is");
-    return;
-  }
   // An abbreviation such as "+04" only repeats the offset.
   const abbreviation = /^[+-]/.test(zone.abbreviation) ? "" : zone.abbreviation;
-  const name = [zone.name, abbreviation && zone.name ? `(${abbreviation})` : abbreviation];
-  const named = name.filter(Boolean).join(" ");
-  setText(view.zone, `Server's zone: ${utcOffsetText(zone.offsetMs)}${named ? ` · ${named}` : ""}`);
+  let named = zone.name || abbreviation; // "Asia/Shanghai", or only "CST" from a POSIX rule
+  if (zone.name && abbreviation) named += ` (${abbreviation})`;
+  const offset = `Server's zone: ${utcOffsetText(zone.offsetMs)}`;
+  setText(view.zone, named ? `${offset} · ${named}` : offset);
 }
 
 function utcOffsetText(offsetMs) {
@@ -411,19 +409,21 @@ async function readZone() {
 }
 
 function showZone() {
-  if (clock.shown === "reader" && zone.offsetMs !== null) {
-    showReaderZone(new Date());
+  if (zone.offsetMs === null) {
+    setText(view.zone, "The server did not say which time zone its time is in");
+    setText(view.skew, "Without the server's zone, your clock cannot be compared with it");
+  } else if (clock.shown === "reader") {
+    showReaderZone(new Date()); // and from the next tick on, at the time that tick shows
   } else {
     showServerZone();
   }
   if (clock.text) showClock();
   showSkew();
-  if (zone.offsetMs === null) setText(view.skew, "Cannot compare your clock without the zone");
 }
 
 function switchZone(event) {
   clock.shown = event.target.value;
-  showZone();
+  if (!zone.reading) showZone(); // else the answer will show it
 }
 
 function setText(element, text) {

@@ -437,6 +437,9 @@ def test_reader_clock_off(start_server, new_page, shift, side):
     skew = page.locator("#skew")
     expect(skew).to_have_text(re.compile(rf"^Your clock is \d\.\d s {side} the server$"))
     assert abs(int(skew.get_attribute("data-ms")) - shift * 1000) < 300
+    # It changes with every tick or two, so screen readers are not told each time.
+    live = page.evaluate("document.getElementById('skew').closest('[aria-live], [role]').id")
+    assert live == "clock"
     # The page's timers still fire under the installed clock (the link watchdog needs them).
     page.evaluate("setTimeout(() => { window.timerFired = true }, 20)")
     page.wait_for_function("() => window.timerFired", timeout=TIMEOUT * 1000)
@@ -519,3 +522,34 @@ def test_zone_change(start_server, new_page):
     assert [url for url in asked if url.endswith("/clock")] == [server.url + "/clock"] * 2
     assert set(page.evaluate("window.skewTexts")) <= {IN_STEP}
     assert page.evaluate("window.sameDocument") is True
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 404, "body": "Not Found"},
+        {"status": 200, "body": "not json", "content_type": "application/json"},
+        {"status": 200, "json": {"utc_offset_seconds": "+08:00"}},
+        {"status": 200, "json": ["utc_offset_seconds", 28800]},
+    ],
+)
+def test_zone_unknown(start_server, new_page, console, answer):
+    """Without a usable /clock the page says the zone is unknown and compares no clocks."""
+    server = start_server("--interval=0.05")
+    page = new_page()
+    console.expect(r"^console: Failed to load resource: the server responded with a status of 404")
+    page.route(re.compile(r"/clock$"), lambda route: route.fulfill(**answer))
+    page.goto(server.url + "/?Id=nozone")
+    expect(page.locator("#clock-raw")).to_have_text(PUSHED)
+    expect(page.locator("#clock-zone")).to_have_text(
+        "The server did not say which time zone its time is in"
+    )
+    expect(page.locator("#skew")).to_have_text(
+        "Without the server's zone, your clock cannot be compared with it"
+    )
+    # The clock goes on in the server's zone, whichever zone the reader asks for.
+    page.get_by_label("Your zone").check()
+    now = shown(page)
+    expect(page.locator("#clock-raw")).not_to_have_text(now["raw"])
+    now = shown(page)
+    assert now["time"] == now["raw"][11:19], now
