@@ -347,8 +347,9 @@ function showReaderZone(at) {
 }
 
 function showServerZone() {
-  // An abbreviation such as "+04" only repeats the offset.
-  const abbreviation = /^[+-]/.test(zone.abbreviation) ? "" : zone.abbreviation;
+  // An abbreviation such as "+04" only repeats the offset, and "UTC" the name "Etc/UTC".
+  const repeats = /^[+-]/.test(zone.abbreviation) || zone.name.endsWith(zone.abbreviation);
+  const abbreviation = repeats ? "" : zone.abbreviation;
   let named = zone.name || abbreviation; // "Asia/Shanghai", or only "CST" from a POSIX rule
   if (zone.name && abbreviation) named += ` (${abbreviation})`;
   const offset = `Server's zone: ${utcOffsetText(zone.offsetMs)}`;
