@@ -4,6 +4,7 @@ A thread-based WebSocket server in the shape of the classic Tornado tutorial:
 
 - ``clients`` maps each client's ``Id`` (from ``/websocket?Id=...``) to its handler;
 - ``IndexHandler`` serves the page that connects and shows the time;
+- ``ClockHandler`` tells the page the zone of that time, which the pushed text leaves out;
 - ``MyWebSocketHandler`` adds a connection to ``clients`` in ``open()`` and removes it in
   ``on_close()``;
 - ``SendThread`` wakes at the turn of every second and pushes the time to every client.
@@ -34,6 +35,7 @@ import struct
 import sys
 import threading
 import time
+import zoneinfo
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -276,6 +278,43 @@ class RefusedHandler(tornado.web.RequestHandler):
         self.set_status(self.status, self.reason)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{self.status} {self.reason}\n")
+
+
+class ClockHandler(tornado.web.RequestHandler):
+    """The server's UTC offset and zone now, as JSON: the pushed text carries no zone.
+
+    Computed on every request, so a page that asks again after a daylight-saving change
+    gets the new offset.
+    """
+
+    def get(self) -> None:
+        now = datetime.datetime.now().astimezone()
+        offset = now.utcoffset() or datetime.timedelta()
+        self.set_header("Cache-Control", "no-store")
+        self.write(
+            {
+                "utc_offset_seconds": round(offset.total_seconds()),
+                "abbreviation": now.tzname(),
+                "zone": self.zone_name(now),
+            }
+        )
+
+    @staticmethod
+    def zone_name(now: datetime.datetime) -> str | None:
+        """The IANA name of the local zone ("Asia/Shanghai"), from TZ or /etc/localtime."""
+        setting = os.environ.get("TZ")
+        if setting is None:
+            try:
+                setting = os.readlink("/etc/localtime")  # -> /usr/share/zoneinfo/Area/City
+            except OSError:
+                return None
+        name = setting.lstrip(":").rpartition("zoneinfo/")[2]
+        try:
+            zone = zoneinfo.ZoneInfo(name)
+        except (ValueError, OSError, zoneinfo.ZoneInfoNotFoundError):
+            return None  # a POSIX rule such as "CST-8" names no zone
+        # Trust the name only if it gives the offset this process is actually using.
+        return name if now.astimezone(zone).utcoffset() == now.utcoffset() else None
 
 
 class StatsHandler(tornado.web.RequestHandler):
@@ -664,6 +703,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
             (r"/", IndexHandler),
             (r"/websocket", MyWebSocketHandler),
             (r"/stats", StatsHandler),
+            (r"/clock", ClockHandler),
         ],
         **app_settings,
     )

@@ -45,7 +45,11 @@ def main() -> None:
             expect(page.locator("#clock-time")).to_have_text(
                 re.compile(r"^\d\d:\d\d:\d\d$"), timeout=5000
             )
-            page.screenshot(path=args.output, animations="disabled")
+            # The clock offset needs a few ticks.
+            expect(page.locator("#skew")).to_have_text(re.compile(r"^Your clock is "), timeout=8000)
+            # Sending scrolled the page to the button: show it from the top, all of it.
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=args.output, animations="disabled", full_page=True)
             browser.close()
     finally:
         server.stop()

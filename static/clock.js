@@ -2,6 +2,9 @@
 // back by itself when the link drops. A module script runs once the page is parsed, so the
 // elements below already exist.
 //
+// The pushed text is the server's wall clock with no zone; /clock says which zone that is.
+// With both, each tick also tells how far the reader's own clock is from the server's.
+//
 // Optional query parameters: ?Id=... (else one is made and kept for the tab), and
 // ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default). A server
 // started with --cookie_secret picks the Id itself and puts it in the page (data-id): the signed
@@ -26,7 +29,14 @@ const CLOSE_MEANINGS = {
 };
 
 // str(datetime.datetime.now()) on the server; the fraction is left out at .000000.
-const PUSHED_TIME = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}:\d{2}:\d{2})(\.\d+)?$/;
+const PUSHED_TIME = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(\.\d+)?$/;
+
+const SKEW_TICKS = 9; // the clock offset shown is the median over this many ticks
+const SKEW_MIN_TICKS = 3;
+const IN_STEP_MS = 100;
+// A tick this far from the others means the server's UTC offset changed (daylight saving
+// moves it by 30 min or more) or a clock was set: read the zone again and measure afresh.
+const JUMP_MS = 60_000;
 
 const settings = readSettings();
 const view = {
@@ -36,6 +46,9 @@ const view = {
   time: document.getElementById("clock-time"),
   date: document.getElementById("clock-date"),
   raw: document.getElementById("clock-raw"),
+  zone: document.getElementById("clock-zone"),
+  zoneSwitch: document.querySelectorAll('input[name="zone"]'),
+  skew: document.getElementById("skew"),
   id: document.getElementById("client-id"),
   interval: document.getElementById("interval"),
   form: document.getElementById("send-form"),
@@ -52,6 +65,24 @@ const dateFormat = new Intl.DateTimeFormat(undefined, {
   day: "numeric",
   timeZone: "UTC", // the date is built in UTC below, so no offset can move it a day
 });
+const readerDateFormat = new Intl.DateTimeFormat(undefined, {
+  weekday: "long",
+  year: "numeric",
+  month: "long",
+  day: "numeric",
+});
+const readerZoneName = new Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+// The server's zone as /clock last gave it, and the newest tick.
+const zone = { offsetMs: null, abbreviation: "", name: "", reading: false, again: false };
+const clock = {
+  shown: "server", // or "reader": the big clock in the reader's own zone
+  text: "", // the newest pushed text, and its wall-clock reading counted as if it were UTC
+  wallMs: NaN,
+  // Each tick's arrival on the reader's clock minus its wall-clock reading, newest last.
+  // Adding the server's UTC offset turns one into "reader's clock minus server's clock".
+  samples: [],
+};
 
 // The one live connection, and what the page knows about it.
 const link = {
@@ -123,19 +154,23 @@ function connect() {
 
 function onOpen() {
   link.opened = true;
+  // Perhaps another server, or the same one restarted in another zone.
+  clock.samples.length = 0;
+  readZone();
   link.lastHeardAt = performance.now();
   showStatus("connected", "Connected");
   logEvent("Connected", "good");
 }
 
 function onMessage(event) {
+  const arrivedAt = Date.now(); // first, so that nothing below counts as travel time
   link.lastHeardAt = performance.now();
   if (!link.ticked) {
     link.ticked = true;
     link.attempt = 0; // a connection that delivers ticks is a good one: start backoff afresh
     view.clock.classList.remove("stale");
   }
-  showTime(String(event.data));
+  showTime(String(event.data), arrivedAt);
 }
 
 function onClose(event) {
@@ -246,18 +281,152 @@ function showStatus(state, text) {
   if (focused === view.connect && view.connect.disabled) view.close.focus();
 }
 
-function showTime(text) {
+function showTime(text, arrivedAt) {
   setText(view.raw, text);
   const match = PUSHED_TIME.exec(text);
-  if (!match) {
-    setText(view.time, text);
+  clock.text = text;
+  clock.wallMs = match ? wallClockMs(match) : NaN;
+  if (match) measure(arrivedAt - clock.wallMs);
+  showClock();
+  showSkew();
+}
+
+function wallClockMs(match) {
+  const [, year, month, day, hours, minutes, secs, fraction = ""] = match;
+  const ms = Math.round(Number(`0${fraction}`) * 1000);
+  return Date.UTC(year, month - 1, day, hours, minutes, secs, ms);
+}
+
+function measure(sample) {
+  const samples = clock.samples;
+  if (samples.length && Math.abs(sample - median(samples)) > JUMP_MS) {
+    samples.length = 0;
+    readZone();
+  }
+  samples.push(sample);
+  if (samples.length > SKEW_TICKS) samples.shift();
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+function showClock() {
+  if (Number.isNaN(clock.wallMs)) {
+    setText(view.time, clock.text);
     setText(view.date, "");
     return;
   }
-  const [, year, month, day, hms] = match;
-  setText(view.time, hms);
-  setText(view.date, dateFormat.format(new Date(Date.UTC(year, month - 1, day))));
-  view.time.dateTime = text.replace(" ", "T");
+  const known = zone.offsetMs !== null && !zone.reading;
+  if (clock.shown === "reader" && zone.offsetMs !== null) {
+    // While the zone is being read again the time stays as it was rather than jump an hour.
+    if (known) showInReaderZone(clock.wallMs - zone.offsetMs);
+    return;
+  }
+  const wall = new Date(clock.wallMs); // read with the UTC getters: it is the server's wall clock
+  setText(view.time, clock.text.slice(11, 19));
+  setText(view.date, dateFormat.format(wall));
+  // HTML allows up to milliseconds in a datetime attribute, and wants the zone written in.
+  const offset = known ? utcOffsetText(zone.offsetMs).slice(3) : "";
+  view.time.dateTime = clock.text.slice(0, 23).replace(" ", "T") + offset;
+}
+
+function showInReaderZone(instantMs) {
+  const at = new Date(instantMs);
+  const hms = [at.getHours(), at.getMinutes(), at.getSeconds()];
+  setText(view.time, hms.map((n) => String(n).padStart(2, "0")).join(":"));
+  setText(view.date, readerDateFormat.format(at));
+  view.time.dateTime = at.toISOString();
+  showReaderZone(at);
+}
+
+function showReaderZone(at) {
+  // The reader's offset too changes with daylight saving, so it is taken at the time shown.
+  const offset = utcOffsetText(-at.getTimezoneOffset() * 60_000);
+  setText(view.zone, `Your zone: ${offset}${readerZoneName ? ` · ${readerZoneName}` : ""}`);
+}
+
+function showServerZone() {
+  // An abbreviation such as "+04" only repeats the offset, and "UTC" the name "Etc/UTC".
+  const repeats = /^[+-]/.test(zone.abbreviation) || zone.name.endsWith(zone.abbreviation);
+  const abbreviation = repeats ? "" : zone.abbreviation;
+  let named = zone.name || abbreviation; // "Asia/Shanghai", or only "CST" from a POSIX rule
+  if (zone.name && abbreviation) named += ` (${abbreviation})`;
+  const offset = `Server's zone: ${utcOffsetText(zone.offsetMs)}`;
+  setText(view.zone, named ? `${offset} · ${named}` : offset);
+}
+
+function utcOffsetText(offsetMs) {
+  const minutes = Math.round(Math.abs(offsetMs) / 60_000);
+  const hh = String(Math.floor(minutes / 60)).padStart(2, "0");
+  const mm = String(minutes % 60).padStart(2, "0");
+  return `UTC${offsetMs < 0 ? "-" : "+"}${hh}:${mm}`;
+}
+
+function showSkew() {
+  if (zone.offsetMs === null || zone.reading || clock.samples.length < SKEW_MIN_TICKS) return;
+  const ms = median(clock.samples) + zone.offsetMs;
+  view.skew.dataset.ms = String(Math.round(ms));
+  if (Math.abs(ms) < IN_STEP_MS) {
+    setText(view.skew, "Your clock is in step with the server (within 0.1 s)");
+  } else {
+    const side = ms > 0 ? "ahead of" : "behind";
+    setText(view.skew, `Your clock is ${formatDuration(Math.abs(ms))} ${side} the server`);
+  }
+}
+
+function formatDuration(ms) {
+  if (ms < 59_950) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86_400)} d ${Math.floor((s % 86_400) / 3600)} h`;
+}
+
+async function readZone() {
+  // One request at a time; a call during one asks for another after it.
+  if (zone.reading) {
+    zone.again = true;
+    return;
+  }
+  zone.reading = true;
+  try {
+    const response = await fetch("/clock", { cache: "no-store" });
+    const facts = response.ok ? await response.json() : {};
+    const known = Number.isFinite(facts.utc_offset_seconds);
+    zone.offsetMs = known ? facts.utc_offset_seconds * 1000 : null;
+    zone.abbreviation = known ? String(facts.abbreviation ?? "") : "";
+    zone.name = known ? String(facts.zone ?? "") : "";
+  } catch {
+    zone.offsetMs = null; // no answer: better to say nothing than an offset that may be wrong
+  }
+  zone.reading = false;
+  if (zone.again) {
+    zone.again = false;
+    readZone();
+    return;
+  }
+  showZone();
+}
+
+function showZone() {
+  if (zone.offsetMs === null) {
+    setText(view.zone, "The server did not say which time zone its time is in");
+    setText(view.skew, "Without the server's zone, your clock cannot be compared with it");
+  } else if (clock.shown === "reader") {
+    showReaderZone(new Date()); // and from the next tick on, at the time that tick shows
+  } else {
+    showServerZone();
+  }
+  if (clock.text) showClock();
+  showSkew();
+}
+
+function switchZone(event) {
+  clock.shown = event.target.value;
+  if (!zone.reading) showZone(); // else the answer will show it
 }
 
 function setText(element, text) {
@@ -283,6 +452,7 @@ function start() {
   view.form.addEventListener("submit", send);
   view.close.addEventListener("click", closeByUser);
   view.connect.addEventListener("click", connectByUser);
+  for (const input of view.zoneSwitch) input.addEventListener("change", switchZone);
   // Back online after a network change: no need to sit out the rest of the backoff.
   window.addEventListener("online", () => {
     if (view.status.dataset.state === "reconnecting") connect();

@@ -102,10 +102,12 @@ class ServerProcess:
         self,
         *args: str,
         port: int = 0,
+        env: dict[str, str] | None = None,
         timeout: float = 8 * TIMEOUT,
         open_files: tuple[int, int] | None = None,
     ) -> None:
-        """``open_files`` is the (soft, hard) limit on open files the process starts with."""
+        """Start the server; ``env`` adds to (or overrides) this process's environment, and
+        ``open_files`` is the (soft, hard) limit on open files the process starts with."""
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
@@ -115,6 +117,7 @@ class ServerProcess:
             text=True,
             cwd=ROOT,
             preexec_fn=None if open_files is None else lambda: set_open_files(open_files),
+            env={**os.environ, **(env or {})},
         )
         listening = threading.Event()
         self.port = 0

@@ -9,9 +9,13 @@ from __future__ import annotations
 import datetime
 import re
 import signal
+import time
+import zoneinfo
+from typing import Any
 from urllib.parse import quote
 
-from support import need_chromium
+import pytest
+from support import TIMEOUT, need_chromium
 
 need_chromium()
 
@@ -23,6 +27,7 @@ HANDSHAKE_FAILED = (
     r"^console: WebSocket connection to 'ws://127\.0\.0\.1:\d+/websocket\?Id=.*' failed"
 )
 FAST_RETRY = "backoff=0.05&backoffMax=0.05"
+IN_STEP = "Your clock is in step with the server (within 0.1 s)"
 
 
 def status(page: Page):
@@ -281,10 +286,13 @@ def test_silent_link_dead(start_server, new_page):
 
 def test_phone_dark_mode(start_server, new_page):
     """On a narrow dark screen nothing scrolls sideways, and the palette is the dark one."""
-    server = start_server("--interval=0.05")
+    server = start_server("--interval=0.05", env={"TZ": "America/Argentina/Buenos_Aires"})
     page = new_page(viewport={"width": 360, "height": 740}, color_scheme="dark")
     page.goto(server.url + "/?Id=phone")
     expect(page.locator("#clock-time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+    # The longest lines are there: a long zone name, and the clock offset.
+    expect(page.locator("#clock-zone")).to_contain_text("America/Argentina/Buenos_Aires")
+    expect(page.locator("#skew")).to_have_text(re.compile(r"^Your clock is "))
     layout = page.evaluate(
         """() => ({
             overflow: document.documentElement.scrollWidth - innerWidth,
@@ -296,3 +304,184 @@ def test_phone_dark_mode(start_server, new_page):
     assert layout["clockPx"] >= 48, layout
     red, green, blue = map(int, re.findall(r"\d+", layout["background"])[:3])
     assert red + green + blue < 150, layout
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def shown(page: Page) -> dict[str, str]:
+    """The pushed text, the big clock and the zone line, read together from the same tick."""
+    return page.evaluate(
+        """() => Object.fromEntries(['clock-raw', 'clock-time', 'clock-zone']
+            .map((id) => [id.slice(6), document.getElementById(id).textContent]))"""
+    )
+
+
+def test_server_zone(start_server, new_page):
+    """A server in Shanghai, a reader in New York: the page says +08:00, and the clocks agree."""
+    server = start_server("--interval=0.05", env={"TZ": "Asia/Shanghai"})
+    page = new_page(timezone_id="America/New_York")
+    page.goto(server.url + "/?Id=shanghai")
+    zone_line = page.locator("#clock-zone")
+    expect(zone_line).to_have_text("Server's zone: UTC+08:00 · Asia/Shanghai (CST)")
+    # A reader in another zone with a right clock is in step: zones are not clock errors.
+    expect(page.locator("#skew")).to_have_text(IN_STEP)
+
+    now = shown(page)
+    assert PUSHED.match(now["raw"]), now  # the same text as ever on the wire
+    assert now["time"] == now["raw"][11:19]
+    pushed = datetime.datetime.fromisoformat(now["raw"]).replace(
+        tzinfo=datetime.timezone(datetime.timedelta(hours=8))
+    )
+    assert abs(pushed - utc_now()) < datetime.timedelta(seconds=5), now
+
+    # Switched to the reader's zone, the big clock shows that same moment in New York.
+    page.get_by_label("Your zone").check()
+    new_york = zoneinfo.ZoneInfo("America/New_York")
+    expect(zone_line).to_have_text(re.compile(r"^Your zone: UTC-0[45]:00 · America/New_York$"))
+    now = shown(page)
+    pushed = datetime.datetime.fromisoformat(now["raw"]).replace(tzinfo=pushed.tzinfo)
+    there = pushed.astimezone(new_york)
+    assert now["time"] == there.strftime("%H:%M:%S"), now
+    assert there.strftime("%z")[:3] in now["zone"], now
+
+    page.get_by_label("Server's zone").check()
+    expect(zone_line).to_contain_text("UTC+08:00")
+    now = shown(page)
+    assert now["time"] == now["raw"][11:19], now
+
+
+@pytest.mark.parametrize("shift, side", [(5, "ahead of"), (-5, "behind")])
+def test_reader_clock_off(start_server, new_page, shift, side):
+    """A browser whose clock is 5 s fast (or slow) is told so, to within a few tenths."""
+    server = start_server("--interval=0.05")
+    page = new_page()
+    page.clock.install(time=time.time() + shift)
+    page.goto(server.url + "/?Id=skewed")
+    skew = page.locator("#skew")
+    expect(skew).to_have_text(re.compile(rf"^Your clock is \d\.\d s {side} the server$"))
+    # The fake clock starts from that time when the page loads, a moment after install(), and
+    # runs on in real time: measure how far off it really is.
+    before = time.time()
+    browser = page.evaluate("Date.now()") / 1000
+    after = time.time()
+    assert abs(browser - after - shift) < 1
+    # The figure adds the ticks' travel time, a few ms here, to the real difference.
+    figure = int(skew.get_attribute("data-ms")) / 1000
+    assert browser - after - 0.01 <= figure <= browser - before + 0.3, (figure, browser - after)
+    # It changes with every tick or two, so screen readers are not told each time.
+    live = page.evaluate("document.getElementById('skew').closest('[aria-live], [role]').id")
+    assert live == "clock"
+    # The page's timers still fire under the installed clock (the link watchdog needs them).
+    page.evaluate("setTimeout(() => { window.timerFired = true }, 20)")
+    page.wait_for_function("() => window.timerFired", timeout=TIMEOUT * 1000)
+
+
+def wall_text(at: datetime.datetime) -> str:
+    """What str(datetime.datetime.now()) prints on a server whose local time is ``at``."""
+    return str(at.replace(tzinfo=None))
+
+
+def mock_ticks(page: Page) -> list[Any]:
+    """Route the page's WebSocket to the test, which then sends each tick itself."""
+    sockets: list[Any] = []
+    page.route_web_socket(re.compile(r"/websocket\?"), lambda ws: sockets.append(ws))
+    return sockets
+
+
+def send_tick(page: Page, socket: Any, text: str) -> int:
+    """Send one tick, wait until the page has shown it, and return the clock offset in ms."""
+    socket.send(text)
+    expect(page.locator("#clock-raw")).to_have_text(text)
+    return int(page.locator("#skew").get_attribute("data-ms") or "0")
+
+
+def test_late_tick_smoothed(start_server, new_page):
+    """One tick that arrives 3 s late leaves the offset alone; a run of them moves it."""
+    server = start_server("--interval=5", env={"TZ": "UTC"})
+    page = new_page()
+    sockets = mock_ticks(page)
+    page.goto(server.url + "/?Id=late")
+    expect(page.locator("#clock-zone")).to_contain_text("UTC+00:00")
+    for _ in range(9):
+        on_time = send_tick(page, sockets[0], wall_text(utc_now()))
+    expect(page.locator("#skew")).to_have_text(re.compile("^Your clock is "))
+
+    # The figures are compared with the on-time one, so the test's own delays cancel out.
+    late = datetime.timedelta(seconds=3)
+    assert abs(send_tick(page, sockets[0], wall_text(utc_now() - late)) - on_time) < 100
+    for _ in range(4):
+        figure = send_tick(page, sockets[0], wall_text(utc_now() - late))
+    assert 2900 < figure - on_time < 3100
+    expect(page.locator("#skew")).to_have_text(
+        re.compile(r"^Your clock is \d\.\d s ahead of the server$")
+    )
+
+
+def test_zone_change(start_server, new_page):
+    """When the server's clocks go back an hour, the page reads the new zone without a reload."""
+    server = start_server("--interval=5")
+    page = new_page()
+    sockets = mock_ticks(page)
+    answers = [{"utc_offset_seconds": 3600, "abbreviation": "BST", "zone": "Europe/London"}]
+    asked = []
+    page.on("request", lambda request: asked.append(request.url))
+    page.route(re.compile(r"/clock$"), lambda route: route.fulfill(json=answers[-1]))
+    page.goto(server.url + "/?Id=autumn")
+    page.evaluate("window.sameDocument = true")
+    zone_line, skew = page.locator("#clock-zone"), page.locator("#skew")
+    expect(zone_line).to_have_text("Server's zone: UTC+01:00 · Europe/London (BST)")
+    for _ in range(5):
+        before = send_tick(page, sockets[0], wall_text(utc_now() + datetime.timedelta(hours=1)))
+    expect(skew).to_have_text(re.compile("^Your clock is "))
+    # Record every figure the page works out from now on.
+    page.evaluate(
+        """() => {
+            const skew = document.getElementById("skew");
+            window.figures = [];
+            new MutationObserver(() => window.figures.push(Number(skew.dataset.ms)))
+                .observe(skew, { attributes: true, attributeFilter: ["data-ms"] });
+        }"""
+    )
+
+    answers.append({"utc_offset_seconds": 0, "abbreviation": "GMT", "zone": "Europe/London"})
+    for _ in range(5):
+        send_tick(page, sockets[0], wall_text(utc_now()))
+    expect(zone_line).to_have_text("Server's zone: UTC+00:00 · Europe/London (GMT)")
+    # The figure never jumped by the hour, though for a moment ticks and zone disagreed.
+    figures = page.evaluate("window.figures")
+    assert figures and all(abs(figure - before) < 100 for figure in figures), (before, figures)
+    assert [url for url in asked if url.endswith("/clock")] == [server.url + "/clock"] * 2
+    assert page.evaluate("window.sameDocument") is True
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"status": 404, "body": "Not Found"},
+        {"status": 200, "body": "not json", "content_type": "application/json"},
+        {"status": 200, "json": {"utc_offset_seconds": "+08:00"}},
+        {"status": 200, "json": ["utc_offset_seconds", 28800]},
+    ],
+)
+def test_zone_unknown(start_server, new_page, console, answer):
+    """Without a usable /clock the page says the zone is unknown and compares no clocks."""
+    server = start_server("--interval=0.05")
+    page = new_page()
+    console.expect(r"^console: Failed to load resource: the server responded with a status of 404")
+    page.route(re.compile(r"/clock$"), lambda route: route.fulfill(**answer))
+    page.goto(server.url + "/?Id=nozone")
+    expect(page.locator("#clock-raw")).to_have_text(PUSHED)
+    expect(page.locator("#clock-zone")).to_have_text(
+        "The server did not say which time zone its time is in"
+    )
+    expect(page.locator("#skew")).to_have_text(
+        "Without the server's zone, your clock cannot be compared with it"
+    )
+    # The clock goes on in the server's zone, whichever zone the reader asks for.
+    page.get_by_label("Your zone").check()
+    now = shown(page)
+    expect(page.locator("#clock-raw")).not_to_have_text(now["raw"])
+    now = shown(page)
+    assert now["time"] == now["raw"][11:19], now
