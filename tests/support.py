@@ -4,7 +4,7 @@
   the log and fails a test after which anything was logged as an error or with a traceback;
 - ``RawClient``: a WebSocket client on a bare socket, for peers that misbehave below the level
   of a real client library (never read, never answer pings, send broken frames, reset);
-- ``ServerProcess``: ``python app.py`` in a child process.
+- ``ServerProcess``: ``python app.py`` (or another of the project's servers) in a child process.
 """
 
 from __future__ import annotations
@@ -69,13 +69,26 @@ def get_json(url: str) -> Any:
         return json.load(response)
 
 
-class ServerProcess:
-    """``python app.py`` in a child process on a free port, its log collected as it runs."""
+def free_port() -> int:
+    """A loopback port that was free a moment ago, for a server that cannot be given port 0."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    def __init__(self, *args: str, port: int = 0, timeout: float = 8 * TIMEOUT) -> None:
+
+class ServerProcess:
+    """``python app.py`` in a child process on a free port, its log collected as it runs.
+
+    ``script`` runs another server of the project instead (``docs/minimal.py``); it must take
+    ``--port`` and log ``Listening on http://host:port/``.
+    """
+
+    def __init__(
+        self, *args: str, port: int = 0, script: str = "app.py", timeout: float = 8 * TIMEOUT
+    ) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
+            [sys.executable, str(ROOT / script), f"--port={port}", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
