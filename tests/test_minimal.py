@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import statistics
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from support import MS, TIMEOUT, boundary_index, free_port, gaps
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
-INTERVAL = 50 * MS
+INTERVAL = 100 * MS
 
 
 @pytest.fixture
@@ -30,18 +31,19 @@ def test_ticks(minimal: Any) -> None:
     async def scenario() -> tuple[list[str], list[str]]:
         first = await websocket_connect(minimal.ws_url("first"))
         second = await websocket_connect(minimal.ws_url("second"))
-        ticks = [await read(first) for _ in range(10)], [await read(second) for _ in range(10)]
+        ticks = [await read(first) for _ in range(8)], [await read(second) for _ in range(8)]
         first.close()
         second.close()
         return ticks
 
     first, second = asyncio.run(scenario())
-    # The second may have joined one tick later; from then on both got the very same texts.
-    assert len(set(first) & set(second)) >= 9
+    # The second joined a little later: from then on, both got the very same texts.
+    assert [t for t in second if t <= first[-1]] == [t for t in first if t >= second[0]]
     for ticks in (first, second):
         placed = [boundary_index(text, INTERVAL) for text in ticks]
         assert gaps([index for index, _ in placed]) == [], ticks
-        assert max(offset for _, offset in placed) < INTERVAL / 2, ticks
+        # On the turn: most ticks within a few milliseconds of it, even on a busy machine.
+        assert statistics.median(offset for _, offset in placed) < INTERVAL / 4, ticks
 
 
 def test_missing_id(minimal: Any) -> None:
