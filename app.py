@@ -323,9 +323,9 @@ class StatsHandler(tornado.web.RequestHandler):
 
 
 class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
-    # Our own state lives in slots, not in the instance __dict__: Tornado already keeps 27
-    # attributes there, and past 28 CPython stops sharing the dict's keys between instances,
-    # which costs 1.3 KB more a connection (docs/performance.md).
+    # Our own state lives in slots, not in the instance __dict__: Tornado already fills that
+    # dict, and a few more keys would make CPython stop sharing its keys between instances,
+    # so that every connection paid for its own (docs/performance.md has the figures).
     __slots__ = ("client_id", "tokens", "tokens_at", "undrained_since")
 
     def initialize(self) -> None:
@@ -453,6 +453,8 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def send_frame(self, frame: bytes, now: float) -> bool:
         """Write an encoded tick and say whether it went; skip it if the last is still unread."""
+        # Below Tornado's public API (hence tornado<7): one frame built once for everyone, one
+        # system call per client. Any message meant for one client goes out with write_message.
         stream = self.ws_connection.stream  # type: ignore[union-attr]
         if stream.writing():
             # Only the newest time matters, so never queue a second tick behind the first.
@@ -852,11 +854,12 @@ async def serve(app: tornado.web.Application) -> None:
         )
     log.info("Listening on http://%s:%d/", host, port)
 
-    # A signal only sets an event; the shutdown itself runs here, on the loop.
+    # A signal only sets an event; the shutdown itself runs here, on the loop. asyncio runs
+    # the handler on the loop too, rather than wherever the signal interrupted the program.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: loop.call_soon_threadsafe(stop.set))
+        loop.add_signal_handler(signum, stop.set)
 
     thread = SendThread(tornado.ioloop.IOLoop.current(), options.interval)
     thread.start()

@@ -4,7 +4,7 @@
   the log and fails a test after which anything was logged as an error or with a traceback;
 - ``RawClient``: a WebSocket client on a bare socket, for peers that misbehave below the level
   of a real client library (never read, never answer pings, send broken frames, reset);
-- ``ServerProcess``: ``python app.py`` in a child process;
+- ``ServerProcess``: ``python app.py`` (or another of the project's servers) in a child process;
 - ``NginxProcess``: Debian's nginx in the foreground, its files in a temp dir.
 """
 
@@ -96,12 +96,17 @@ def set_open_files(limits: tuple[int, int]) -> None:
 
 
 class ServerProcess:
-    """``python app.py`` in a child process on a free port, its log collected as it runs."""
+    """``python app.py`` in a child process on a free port, its log collected as it runs.
+
+    ``script`` runs another server of the project instead (``docs/minimal.py``); it must take
+    ``--port`` and log ``Listening on http://host:port/``.
+    """
 
     def __init__(
         self,
         *args: str,
         port: int = 0,
+        script: str = "app.py",
         env: dict[str, str] | None = None,
         timeout: float = 8 * TIMEOUT,
         open_files: tuple[int, int] | None = None,
@@ -110,7 +115,7 @@ class ServerProcess:
         ``open_files`` is the (soft, hard) limit on open files the process starts with."""
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), f"--port={port}", *args],
+            [sys.executable, str(ROOT / script), f"--port={port}", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,12 @@ The convention, for anyone editing ``docs/walkthrough.md`` or ``docs/walkthrough
   file. Shell commands, HTTP exchanges and diagrams (``sh``, ``text``, ``mermaid``) need not.
 - A test is named as ``tests/test_server.py::TestPush::test_name`` (or ``::test_name`` for a
   test outside a class), and must exist.
-- Both languages show the same snippets, name the same tests and have the same sections.
+- Both languages have the same sections, and each section shows the same snippets, names the
+  same tests and has the same links (an in-page link counts by the heading it leads to).
+- The facts around the code follow the code: the README's options table has a row for each
+  ``define()`` with its default, the close-code tables match the ``CLOSE_*`` constants, the
+  status table the ``HTTPError`` statuses, and numbers in prose ("64 characters", "ten a
+  second") are listed in ``facts()`` with the code they come from.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import dataclasses
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +75,7 @@ class Walkthrough:
     path: Path
     blocks: list[Block]
     prose: list[str]  # the lines outside code blocks
+    prose_lines: list[int]  # the line number of each, counted from 1
 
     @property
     def text(self) -> str:
@@ -83,18 +90,21 @@ def normalised(lines: list[str]) -> list[str]:
 def read_walkthrough(path: Path) -> Walkthrough:
     blocks: list[Block] = []
     prose: list[str] = []
+    prose_lines: list[int] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     number = 0
     while number < len(lines):
         opening = FENCE.fullmatch(lines[number].strip())
         if opening is None:
             prose.append(lines[number])
+            prose_lines.append(number + 1)
             number += 1
             continue
         fence, language = opening.groups()
         marker = FROM_MARKER.fullmatch(lines[number - 1].strip()) if number else None
         if marker:
             prose.pop()  # it belongs to the block; one left in the prose is a stray
+            prose_lines.pop()
         start = number
         number += 1
         body: list[str] = []
@@ -108,7 +118,7 @@ def read_walkthrough(path: Path) -> Walkthrough:
         number += 1
         source = marker.group(1) if marker else None
         blocks.append(Block(path, start + 1, language.lower(), source, body))
-    return Walkthrough(path, blocks, prose)
+    return Walkthrough(path, blocks, prose, prose_lines)
 
 
 @functools.cache
@@ -251,16 +261,70 @@ def headings(doc: Walkthrough) -> list[tuple[int, str]]:
     return found
 
 
+@dataclasses.dataclass
+class Section:
+    """What a section of a walkthrough holds, in terms both languages must share."""
+
+    level: int
+    title: str
+    snippets: set[tuple[str | None, tuple[str, ...]]]
+    tests: set[str]
+    links: list[str]  # in-page anchors as the number of the heading they lead to
+    fences: list[str]  # the language of each code block, in order
+
+
+def sections(doc: Walkthrough) -> list[Section]:
+    """Cut a walkthrough at every heading (the text before the first one is section 0)."""
+    starts = [(0, 0, "")]
+    for line, number in zip(doc.prose, doc.prose_lines):
+        heading = HEADING.fullmatch(line)
+        if heading:
+            starts.append((number, len(heading.group(1)), heading.group(2)))
+    anchors = {github_anchor(title): index for index, (_, _, title) in enumerate(starts)}
+    other = {name.name for name in WALKTHROUGHS.values()} - {doc.path.name}
+    found = []
+    for index, (first, level, title) in enumerate(starts):
+        last = starts[index + 1][0] if index + 1 < len(starts) else 1 << 30
+        text = "\n".join(
+            line for line, number in zip(doc.prose, doc.prose_lines) if first <= number < last
+        )
+        blocks = [block for block in doc.blocks if first <= block.line < last]
+        links = []
+        for target in LINK.findall(text):
+            if target.startswith("#"):
+                links.append(f"#{anchors.get(target[1:], target)}")
+            else:
+                links.append("the other language" if target in other else target)
+        found.append(
+            Section(
+                level,
+                title,
+                {block.key() for block in blocks if block.source},
+                set(TEST_REFERENCE.findall(text)),
+                sorted(links),
+                [block.language for block in blocks],
+            )
+        )
+    return found
+
+
 def test_both_languages_have_the_same_sections() -> None:
-    """Section for section, the two walkthroughs have the same outline."""
-    english = [level for level, _ in headings(load("en"))]
-    chinese = [level for level, _ in headings(load("zh"))]
-    assert english == chinese, (
-        "heading levels differ:\n"
-        + "\n".join(f"{title}" for _, title in headings(load("en")))
-        + "\n---\n"
-        + "\n".join(f"{title}" for _, title in headings(load("zh")))
+    """Section for section, the two walkthroughs show the same code, tests and links."""
+    english, chinese = sections(load("en")), sections(load("zh"))
+    outline = "\n".join(
+        f"{'#' * en.level} {en.title}  |  {'#' * zh.level} {zh.title}"
+        for en, zh in zip(english, chinese)
     )
+    assert [s.level for s in english] == [s.level for s in chinese], outline
+    problems = []
+    for en, zh in zip(english, chinese):
+        for field in ("snippets", "tests", "links", "fences"):
+            if getattr(en, field) != getattr(zh, field):
+                problems.append(
+                    f"{en.title} / {zh.title}: {field} differ:\n"
+                    f"  en {getattr(en, field)}\n  zh {getattr(zh, field)}"
+                )
+    assert not problems, "\n".join(problems)
 
 
 def github_anchor(title: str) -> str:
@@ -300,3 +364,246 @@ def test_readme_links_to_both_walkthroughs() -> None:
     targets = set(LINK.findall(readme))
     for path in WALKTHROUGHS.values():
         assert str(path.relative_to(ROOT)) in targets, f"README.md does not link to {path.name}"
+
+
+# The facts around the code: tables and numbers in README.md and the walkthroughs.
+
+README = ROOT / "README.md"
+# Folders whose Python is not the server's: their define() calls and constants do not count.
+NOT_THE_SERVER = {"tests", "benchmarks", "docs", "static", "templates", "build", "dist"}
+
+
+def server_modules() -> list[Path]:
+    """The server's own Python files: app.py and any optional module or folder beside it."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT).parts
+        if parts[0] in NOT_THE_SERVER or any(
+            part.startswith(".") or part.endswith(".egg-info") or part == "site-packages"
+            for part in parts
+        ):
+            continue
+        found.append(path)
+    return found
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+def defined_options() -> dict[str, Any]:
+    """Each ``define(name, default=...)`` in the server's modules: name -> default."""
+    import tornado.options
+
+    import app  # registers app.py's options, the fallback for a default that is not literal
+
+    assert app
+    found = {}
+    for path in server_modules():
+        for node in ast.walk(parsed(path)):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "define"):
+                continue
+            name = ast.literal_eval(node.args[0])
+            default = next((k.value for k in node.keywords if k.arg == "default"), None)
+            try:  # a literal or arithmetic such as 64 * 1024
+                value = eval(compile(ast.Expression(default), str(path), "eval"), {})
+            except Exception:
+                value = getattr(tornado.options.options, name)
+            found[name] = value
+    return found
+
+
+def close_constants() -> dict[str, int]:
+    """Each module-level ``CLOSE_... = <code>`` in the server's modules."""
+    found = {}
+    for path in server_modules():
+        for node in parsed(path).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                for target in node.targets:
+                    if isinstance(target, ast.Name) and target.id.startswith("CLOSE_"):
+                        found[target.id] = node.value.value
+    return found
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in ``text``: rows of stripped cells, the header row first."""
+    found: list[list[list[str]]] = []
+    previous = False
+    for line in text.splitlines():
+        row = line.strip()
+        if row.startswith("|") and row.endswith("|"):
+            cells = [cell.strip() for cell in row[1:-1].split("|")]
+            if set("".join(cells)) <= set("-: "):
+                continue  # the line under the header
+            if not previous:
+                found.append([])
+            found[-1].append(cells)
+            previous = True
+        else:
+            previous = False
+    return found
+
+
+def table(text: str, first_header: set[str]) -> list[list[str]]:
+    """The rows (without the header) of the one table whose first header cell is given."""
+    matching = [rows for rows in tables(text) if rows[0][0] in first_header]
+    assert len(matching) == 1, f"expected one table headed {first_header}, found {len(matching)}"
+    return matching[0][1:]
+
+
+def plain(cell: str) -> str:
+    return cell.strip().strip("`")
+
+
+def readme_default(value: Any) -> set[str]:
+    """How the README may write a default."""
+    if value in (None, "", [], ()):
+        return {"(empty)", "(none)", ""}
+    if isinstance(value, (list, tuple)):
+        return {",".join(map(str, value))}
+    return {str(value)}
+
+
+def test_readme_options_match_define() -> None:
+    """The README's options table has a row for each define(), with its name and default."""
+    options = defined_options()
+    assert "port" in options, "no define() found"
+    rows = table(README.read_text(encoding="utf-8"), {"option"})
+    in_readme = {plain(row[0]).removeprefix("--"): plain(row[1]) for row in rows}
+    problems = [f"--{name}: no row in the README" for name in options if name not in in_readme]
+    # Tornado defines a few options of its own (--logging and the other log options).
+    import tornado.log
+    import tornado.options
+
+    parser = tornado.options.OptionParser()
+    tornado.log.define_logging_options(parser)
+    tornados = {name.replace("-", "_") for name in parser._options}
+    unknown = in_readme.keys() - options.keys() - tornados
+    problems += [f"--{name}: in the README, but no define()" for name in unknown]
+    for name, written in in_readme.items():
+        if name in options and written not in readme_default(options[name]):
+            problems.append(f"--{name}: the README says {written!r}, define() {options[name]!r}")
+    assert not problems, "\n".join(problems)
+
+
+# Codes a client of this server can see although the server never sends them itself: the
+# page's own Close (1000), a connection that broke (1006), and the standard's answer to text
+# that is not UTF-8 (1007), which Tornado gives by dropping the connection instead.
+SEEN_NOT_SENT = {1000, 1006, 1007}
+NEVER_SENT = {"en": "never sent", "zh": "从不"}
+
+
+def codes(rows: list[list[str]]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for row in rows:
+        found.setdefault(int(plain(row[0])), []).append(" | ".join(row[1:]))
+    return found
+
+
+def test_readme_close_codes_match_constants() -> None:
+    """The README's close codes are exactly the CLOSE_* constants, reasons as the code says."""
+    constants = set(close_constants().values())
+    assert constants, "no CLOSE_* constants found"
+    rows = table(README.read_text(encoding="utf-8"), {"code"})
+    assert set(codes(rows)) == constants
+    import tornado.websocket
+
+    sources = [path.read_text(encoding="utf-8") for path in server_modules()]
+    sources.append(Path(tornado.websocket.__file__).read_text(encoding="utf-8"))
+    unknown = [row[1] for row in rows if not any(f'"{row[1]}"' in text for text in sources)]
+    assert not unknown, f"reasons no code sends: {unknown}"
+
+
+def test_readme_statuses_match_refusals() -> None:
+    """Every HTTP status the server raises before the handshake has a row in the README."""
+    raised = {403}  # Tornado's own answer when check_origin() says no
+    for path in server_modules():
+        for node in ast.walk(parsed(path)):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "HTTPError"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                raised.add(node.args[0].value)
+    rows = table(README.read_text(encoding="utf-8"), {"status"})
+    assert {int(plain(row[0])) for row in rows} == raised
+
+
+@pytest.mark.parametrize("language", WALKTHROUGHS)
+def test_walkthrough_close_codes_match_constants(language: str) -> None:
+    """The walkthrough's table has every CLOSE_* code, and says so of codes never sent."""
+    constants = set(close_constants().values())
+    table_codes = codes(table(load(language).text, {"code", "关闭码"}))
+    assert constants | SEEN_NOT_SENT <= set(table_codes)
+    problems = [
+        f"{code}: no CLOSE_* constant, and the row does not say it is never sent"
+        for code, rows in table_codes.items()
+        if code not in constants and not all(NEVER_SENT[language] in row for row in rows)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+NUMBER_WORDS = {"a": 1, "one": 1, "ten": 10, "eleven": 11, "twenty": 20, "thirty": 30}
+
+
+def code_number(pattern: str) -> int:
+    """A number written in app.py's source, found by a regular expression."""
+    found = re.search(pattern, (ROOT / "app.py").read_text(encoding="utf-8"))
+    assert found, f"app.py no longer matches {pattern!r}"
+    return int(found.group(1))
+
+
+def facts() -> list[tuple[str, str, int]]:
+    """(document, pattern whose group is a number, the value the code gives it)."""
+    import app
+
+    options = defined_options()
+    rate = options["max_messages_per_second"]
+    idle = code_number(r"idle_connection_timeout=(\d+)")
+    return [
+        ("README", r"(\d+) printable characters", app.MAX_ID_LENGTH),
+        ("en", r"longer than (\d+) characters", app.MAX_ID_LENGTH),
+        ("zh", r"超过 (\d+) 个字符", app.MAX_ID_LENGTH),
+        ("README", r"last (\d+) ticks", code_number(r"deque\(maxlen=(\d+)\)")),
+        ("en", r"\((\d+) KiB\)", options["max_message_size"] // 1024),
+        ("zh", r"\uff08(\d+) KiB\uff09", options["max_message_size"] // 1024),
+        ("en", r"`--max_messages_per_second` \((\d+)\)", rate),
+        ("zh", r"`--max_messages_per_second`\uff08(\d+) 条\uff09", rate),
+        ("en", r"starts with (\w+) tokens", rate),
+        ("en", r"come back at (\w+) a second", rate),
+        ("zh", r"开始时有 (\d+) 个令牌", rate),
+        ("zh", r"以每秒 (\d+) 个的速度补回", rate),
+        ("en", r"send (\w+) messages at once", rate + 1),
+        ("zh", r"一口气发送 (\d+) 条消息", rate + 1),
+        ("en", r"i < (\d+)", rate + 1),
+        ("zh", r"i < (\d+)", rate + 1),
+        ("en", r"a ping every (\d+) seconds", int(options["ping_interval"])),
+        ("zh", r"每 (\d+) 秒发送一次 ping", int(options["ping_interval"])),
+        ("en", r"after (\d+) idle seconds", idle),
+        ("zh", r"空闲 (\d+) 秒后断开", idle),
+        ("README", r"localhost:(\d+)", options["port"]),
+        ("en", r"localhost:(\d+)", options["port"]),
+        ("zh", r"localhost:(\d+)", options["port"]),
+    ]
+
+
+def document_text(name: str) -> str:
+    if name == "README":
+        return README.read_text(encoding="utf-8")
+    return WALKTHROUGHS[name].read_text(encoding="utf-8")
+
+
+def test_numbers_in_prose_match_the_code() -> None:
+    """A number the prose takes from the code ("64 characters", "ten a second") is the code's."""
+    problems = []
+    for document, pattern, expected in facts():
+        written = re.findall(pattern, document_text(document))
+        if not written:
+            problems.append(f"{document}: {pattern!r} no longer found; update this check")
+        for word in written:
+            value = int(word) if word.isdigit() else NUMBER_WORDS.get(word.lower())
+            if value != expected:
+                problems.append(f"{document}: {pattern!r} says {word}, the code {expected}")
+    assert not problems, "\n".join(problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import inspect
 import io
 import logging
 import signal
@@ -150,6 +151,41 @@ class TestSchedule(ServerTestCase):
         late = [round(offset * 1000, 2) for _, offset in placed]
         # A drifting or unaligned schedule lands anywhere in the interval.
         assert max(late) < self.interval * 1000 / 4, late
+
+
+class TestSendFrame(ServerTestCase):
+    """``send_frame`` reaches below Tornado's public API: if Tornado changes there, fail here."""
+
+    interval = 3600.0  # the test writes its own frames; a tick would only get in the way
+
+    async def next_message(self, connection: Any) -> Any:
+        """The next message that is not one of the SendThread's ticks (one an hour)."""
+        while True:
+            message = await self.read(connection)
+            with contextlib.suppress(TypeError, ValueError):
+                datetime.datetime.fromisoformat(message)
+                continue
+            return message
+
+    @gen_test
+    async def test_tornado_internals(self) -> None:
+        """The connection's IOStream still has writing(), write_to_fd(data), write(data)."""
+        await self.connect("a")
+        stream = app.clients["a"]["object"].ws_connection.stream
+        assert isinstance(stream, tornado.iostream.IOStream)
+        assert list(inspect.signature(stream.write_to_fd).parameters) == ["data"]
+        assert list(inspect.signature(stream.write).parameters) == ["data"]
+        assert stream.writing() is False
+
+    @gen_test
+    async def test_frames_read_back(self) -> None:
+        """Frames of every length encoding, written by send_frame, arrive as the same text."""
+        connection = await self.connect("a")
+        handler = app.clients["a"]["object"]
+        # 7-bit, 16-bit and 64-bit lengths; the last is more than one write can usually take.
+        for text in ["", "é" * 62, "x" * 126, "時" * 30_000, "ü" * 600_000]:
+            assert handler.send_frame(app.encode_text_frame(text), time.monotonic())
+            assert await self.next_message(connection) == text
 
 
 class FakeLoop:
