@@ -25,6 +25,8 @@ import struct
 import time
 from typing import Any
 
+# RFC 6455, section 1.3 (its example: key "dGhlIHNhbXBsZSBub25jZQ==", accept
+# "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="); Tornado and python-websockets use the same value.
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 stats: dict[str, Any] = {
@@ -91,6 +93,8 @@ class FloorServer:
             except BlockingIOError:
                 return
             sock.setblocking(False)
+            # As app.py does (set_nodelay): a tick goes out at once, not after the last ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.requests[sock] = b""
             self.selector.register(sock, selectors.EVENT_READ)
 
