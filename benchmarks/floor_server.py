@@ -83,9 +83,9 @@ class FloorServer:
             # epoll waits in whole milliseconds, rounded up; sleep() is finer.
             while (delay := boundary - time.time()) > 0:
                 time.sleep(delay)
+            # Late by more than an interval (a long fan-out, a stall): send the time once.
+            tick += math.floor(-delay / self.interval) + 1
             self.send_to_all(str(datetime.datetime.now()))
-            # The next boundary; past ones, if the machine stalled, are skipped.
-            tick = max(tick, math.floor(time.time() / self.interval)) + 1
 
     def handle_events(self, timeout: float) -> None:
         for key, _ in self.selector.select(timeout):
