@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REFERENCES = ("floor", "websockets")
-RATIO_FIGURES = ("lag_ms_p50", "lag_ms_p99", "fanout_ms_mean")
+RATIO_FIGURES = ("lag_ms_p50", "lag_ms_p99", "fanout_ms_mean", "server_cpu_ms_per_tick")
 SERVER_FIGURES = ("fanout_ms_mean", "lag_ms_p50", "lag_ms_p99", "VmRSS_per_client_kb")
 COLORS = {"app": "C0", "naive": "C1", "websockets": "C2", "floor": "C3"}
 
@@ -126,7 +126,7 @@ def with_spread(figure: dict[str, Any] | None, form: str) -> str:
 
 def ratio_table(summary: dict[str, Any]) -> str:
     """Each ratio's median over the rounds, with its min-max in brackets."""
-    rows = [["clients", "ratio", "lag p50", "lag p99", "fan-out"]]
+    rows = [["clients", "ratio", "lag p50", "lag p99", "fan-out", "CPU per tick"]]
     for row in summary["ratios"]:
         figures = [with_spread(row[figure], "{:.2f}") for figure in RATIO_FIGURES]
         rows.append([f"{row['clients_asked']:,}", row["ratio"], *figures])
