@@ -137,6 +137,7 @@ class Cluster:
         self.stall_after = max(0.5, 5 * interval)
 
         self.owners: dict[str, str] = {}  # local Id -> its owner value in the registry
+        self.unclaimed: set[str] = set()  # Ids that connected while Redis was out of reach
         self.serial = itertools.count(1)
         self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
         self.wake = asyncio.Event()
@@ -176,6 +177,7 @@ class Cluster:
 
     def release(self, client_id: str) -> None:
         """The local connection that owned ``client_id`` ended."""
+        self.unclaimed.discard(client_id)
         owner = self.owners.pop(client_id, None)
         if owner is not None:
             self.queue("release", client_id, owner)
@@ -208,11 +210,14 @@ class Cluster:
     # -- the link ----------------------------------------------------------------------------
 
     def queue(self, op: str, client_id: str, owner: str) -> None:
-        # While Redis is down nothing is queued, so memory stays bounded: the first round
-        # after the link is back puts every local client back in the registry.
+        # While Redis is down nothing is queued, so memory stays bounded: once the link is
+        # back, the Ids that connected meanwhile are claimed (they are the newest) and the
+        # others put back in the registry. A release is left to the key's expiry.
         if self.up:
             self.pending.append((op, client_id, owner))
             self.wake.set()
+        elif op == "claim":
+            self.unclaimed.add(client_id)
 
     async def run(self) -> None:
         """Keep a session with Redis going; after a failure, wait (longer each time) and retry."""
@@ -270,6 +275,10 @@ class Cluster:
             was_down = self.ever_up
             self.up = self.ever_up = True
             self.echo_since = None
+            newer = [("claim", i, self.owners[i]) for i in self.unclaimed if i in self.owners]
+            self.unclaimed.clear()
+            for start in range(0, len(newer), BATCH):
+                await self.write(client, newer[start : start + BATCH])
             await self.check_owners(client)
             if was_down:
                 log.info(
@@ -350,23 +359,27 @@ class Cluster:
             self.wake.clear()
             while self.pending:
                 batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-                pipe = client.pipeline(transaction=False)
-                for op, client_id, owner in batch:
-                    key = PREFIX + "id:" + client_id
-                    if op == "claim":
-                        pipe.set(key, owner, px=self.key_ttl_ms, get=True)
-                    else:
-                        pipe.eval(RELEASE, 1, key, owner)
-                results = await pipe.execute()
-                notices = client.pipeline(transaction=False)
-                for (op, client_id, owner), previous in zip(batch, results):
-                    if op == "claim" and previous and previous != owner:
-                        node = previous.rpartition("#")[0]
-                        if node != self.node:  # here the app closed the older one itself
-                            notice = {"op": "close", "id": client_id, "owner": previous}
-                            notices.publish(PREFIX + "node:" + node, json.dumps(notice))
-                if len(notices):
-                    await notices.execute()
+                await self.write(client, batch)
+
+    async def write(self, client: redis.asyncio.Redis, batch: list[tuple[str, str, str]]) -> None:
+        """Claim and release Ids in one round trip; tell the nodes that lost an Id."""
+        pipe = client.pipeline(transaction=False)
+        for op, client_id, owner in batch:
+            key = PREFIX + "id:" + client_id
+            if op == "claim":
+                pipe.set(key, owner, px=self.key_ttl_ms, get=True)
+            else:
+                pipe.eval(RELEASE, 1, key, owner)
+        results = await pipe.execute()
+        notices = client.pipeline(transaction=False)
+        for (op, client_id, owner), previous in zip(batch, results):
+            if op == "claim" and previous and previous != owner:
+                node = previous.rpartition("#")[0]
+                if node != self.node:  # here the app closed the older one itself
+                    notice = {"op": "close", "id": client_id, "owner": previous}
+                    notices.publish(PREFIX + "node:" + node, json.dumps(notice))
+        if len(notices):
+            await notices.execute()
 
     async def rounds(self, client: redis.asyncio.Redis) -> None:
         """Each interval: re-check owners, write the heartbeat, add up the nodes, send the echo."""

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Callable
 
 import pytest
-from support import ServerProcess
+from support import RedisProcess, ServerProcess, ci, redis_missing
 
 
 @pytest.fixture
@@ -20,3 +21,16 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own; skipped without one, except in CI."""
+    missing = redis_missing()
+    if missing:
+        if ci():
+            pytest.fail(f"cluster tests cannot run on CI: {missing}", pytrace=False)
+        pytest.skip(missing)
+    server = RedisProcess(tmp_path)
+    yield server
+    server.stop()
