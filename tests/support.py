@@ -250,6 +250,7 @@ class Reader:
         while (message := await self.connection.read_message()) is not None:
             self.messages.append(message)  # type: ignore[arg-type]
             self.arrived.set()
+        self.connection.close()  # the server hung up; this marks the connection closed here too
         self.arrived.set()
 
     @property
