@@ -360,6 +360,7 @@ def deliver_to_all(text: str) -> int:
         connection = handler.ws_connection
         if connection is not None and not connection.is_closing():
             sent += handler.send_frame(frame, now)
+    stats.pushed += sent
     return sent
 
 
@@ -369,7 +370,9 @@ def deliver_to_one(client_id: str, text: str) -> int:
     connection = entry["object"].ws_connection if entry else None
     if connection is None or connection.is_closing():
         return 0
-    return int(entry["object"].send_frame(encode_text_frame(text), time.monotonic()))
+    sent = entry["object"].send_frame(encode_text_frame(text), time.monotonic())
+    stats.pushed += sent
+    return int(sent)
 
 
 def close_client(client_id: str, code: int, reason: str) -> None:
@@ -380,16 +383,19 @@ def close_client(client_id: str, code: int, reason: str) -> None:
         entry["object"].close(code, reason)
 
 
-async def push(client_id: str | None, text: str) -> int:
-    """Send ``text`` to one client (or all, for None) wherever it is; return how many got it."""
+async def push(client_id: str | None, text: str) -> int | None:
+    """Send ``text`` to one client (or all, for None) wherever it is; return how many got it.
+
+    None means no client with this Id is connected. A client that has not read its last
+    message is skipped, as for a tick.
+    """
     if cluster is not None:
-        reached = await cluster.push(client_id, text)
-    elif client_id is None:
-        reached = deliver_to_all(text)
-    else:
-        reached = deliver_to_one(client_id, text)
-    stats.pushed += reached
-    return reached
+        return await cluster.push(client_id, text)
+    if client_id is None:
+        return deliver_to_all(text)
+    if client_id not in clients:
+        return None
+    return deliver_to_one(client_id, text)
 
 
 @tornado.web.stream_request_body
@@ -439,7 +445,7 @@ class PushHandler(tornado.web.RequestHandler):
             reached = await push(client_id, request["message"])
         except ConnectionError:
             raise tornado.web.HTTPError(503, reason="Cluster link down, try again") from None
-        if client_id is not None and not reached:
+        if reached is None:
             raise tornado.web.HTTPError(404, reason="No client with this Id is connected")
         self.write({"reached": reached})
 

@@ -141,7 +141,7 @@ class Cluster:
         self.serial = itertools.count(1)
         self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
         self.wake = asyncio.Event()
-        self.replies: dict[int, tuple[list[int], asyncio.Event]] = {}
+        self.replies: dict[int, tuple[list[int | None], asyncio.Event]] = {}
         self.requests = itertools.count(1)
         self.redis: redis.asyncio.Redis | None = None
         self.up = False
@@ -182,10 +182,11 @@ class Cluster:
         if owner is not None:
             self.queue("release", client_id, owner)
 
-    async def push(self, client_id: str | None, text: str) -> int:
+    async def push(self, client_id: str | None, text: str) -> int | None:
         """Send ``text`` to the client with this Id (or to all) on any node; return how many got it.
 
-        Raises ``ConnectionError`` when the client is not local and Redis is out of reach.
+        None means the Id is connected nowhere. Raises ``ConnectionError`` when the client is
+        not local and Redis is out of reach.
         """
         if client_id is not None and client_id in self.owners:
             return self.deliver(client_id, text)
@@ -198,7 +199,7 @@ class Cluster:
             raise ConnectionError("no link to Redis")
         owner = await self.redis.get(PREFIX + "id:" + client_id)
         if owner is None:
-            return 0
+            return None
         node = owner.rpartition("#")[0]
         message = {"op": "push", "id": client_id, "text": text}
         return await self.ask(PREFIX + "node:" + node, message)
@@ -342,7 +343,9 @@ class Cluster:
                 self.close(message["id"], *self.takeover)
         elif op == "push" and message.get("from") != self.node:
             if "id" in message:
-                reached = self.deliver(message["id"], message["text"])
+                # None: the client has gone from here since the asker looked it up.
+                found = message["id"] in self.owners
+                reached = self.deliver(message["id"], message["text"]) if found else None
             else:
                 reached = self.deliver_all(message["text"])
             reply = {"op": "reply", "request": message["request"], "reached": reached}
@@ -429,10 +432,13 @@ class Cluster:
             return 0
         return await self.redis.publish(channel, json.dumps(message))
 
-    async def ask(self, channel: str, message: dict[str, Any]) -> int:
-        """Publish a push and add up the replies of the nodes that received it."""
+    async def ask(self, channel: str, message: dict[str, Any]) -> int | None:
+        """Publish a push and add up the replies of the nodes that received it.
+
+        None when nobody received it or every answer was None (the client was not there).
+        """
         request = next(self.requests)
-        replies: list[int] = []
+        replies: list[int | None] = []
         arrived = asyncio.Event()
         self.replies[request] = replies, arrived
         try:
@@ -448,6 +454,7 @@ class Cluster:
                     await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
                 except asyncio.TimeoutError:
                     break  # a node that did not answer in time counts as reaching nobody
-            return sum(replies)
+            found = [reached for reached in replies if reached is not None]
+            return sum(found) if found or channel.endswith(":all") else None
         finally:
             del self.replies[request]
