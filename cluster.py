@@ -144,6 +144,7 @@ class Cluster:
         self.replies: dict[int, tuple[list[int | None], asyncio.Event]] = {}
         self.requests = itertools.count(1)
         self.redis: redis.asyncio.Redis | None = None
+        self.pubsub: Any = None
         self.up = False
         self.ever_up = False
         self.echo_since: float | None = None
@@ -272,7 +273,7 @@ class Cluster:
         try:
             await client.ping()
             await pubsub.subscribe(PREFIX + "node:" + self.node, PREFIX + "all")
-            self.redis = client
+            self.redis, self.pubsub = client, pubsub
             was_down = self.ever_up
             self.up = self.ever_up = True
             self.echo_since = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import urllib.error
@@ -204,3 +205,47 @@ def test_redis_restart(start_node: Any, redis_server: RedisProcess) -> None:
         assert len(re.findall(r"is back", node.log)) == 1, node.log
         assert "Traceback" not in node.log
         assert node.stop() == 0
+
+
+def test_silent_subscription(redis_server: RedisProcess, caplog: Any) -> None:
+    """A subscription that stops delivering without an error is noticed (its echo) and rebuilt."""
+    import cluster
+
+    caplog.set_level(logging.INFO, "app.cluster")
+    delivered: list[tuple[str, str]] = []
+
+    def node(name: str) -> cluster.Cluster:
+        return cluster.Cluster(
+            redis_server.url,
+            node=name,
+            deliver=lambda client_id, text: delivered.append((client_id, text)) or 1,
+            deliver_all=lambda text: 0,
+            close=lambda *args: None,
+            takeover=REPLACED,
+            local_stats=lambda: {"clients": 0},
+            interval=ROUND,
+        )
+
+    async def scenario() -> None:
+        a, b = node("a"), node("b")
+        a.start()
+        b.start()
+        await eventually(lambda: a.up and b.up)
+        a.claim("x")
+        await eventually(lambda: owner_node(redis_server, "x") == "a")
+        assert await b.push("x", "first") == 1
+        # Strangers' messages on a node's channel are ignored, boundedly logged.
+        for junk in ("not json", '{"op": "close"}', "[1]", "x" * 5000):
+            await b.redis.publish("time-push:node:a", junk)
+        await a.pubsub.unsubscribe()  # still connected, no error, but deaf from now on
+        await eventually(lambda: "stopped delivering" in caplog.text)
+        await eventually(lambda: a.up)
+        assert await b.push("x", "again") == 1
+        assert delivered == [("x", "first"), ("x", "again")]
+        await a.stop()
+        await b.stop()
+
+    asyncio.run(scenario())
+    assert caplog.text.count("Ignored a cluster message") == 4
+    assert max(len(line) for line in caplog.messages) < 400
+    assert "Traceback" not in caplog.text
