@@ -138,6 +138,7 @@ class Cluster:
 
         self.owners: dict[str, str] = {}  # local Id -> its owner value in the registry
         self.unclaimed: set[str] = set()  # Ids that connected while Redis was out of reach
+        self.in_flight: set[str] = set()  # owners whose claim is not in Redis yet
         self.serial = itertools.count(1)
         self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
         self.wake = asyncio.Event()
@@ -217,6 +218,8 @@ class Cluster:
         # others put back in the registry. A release is left to the key's expiry.
         if self.up:
             self.pending.append((op, client_id, owner))
+            if op == "claim":
+                self.in_flight.add(owner)
             self.wake.set()
         elif op == "claim":
             self.unclaimed.add(client_id)
@@ -252,7 +255,10 @@ class Cluster:
             )
             self.ever_up = True  # one warning until the link is back
         self.up = False
+        # Claims that did not reach Redis are made again once it is back.
+        self.unclaimed.update(i for op, i, _ in self.pending if op == "claim" and i in self.owners)
         self.pending.clear()
+        self.in_flight.clear()
         for _, arrived in self.replies.values():
             arrived.set()  # nobody waits for replies that will not come
 
@@ -375,6 +381,7 @@ class Cluster:
             else:
                 pipe.eval(RELEASE, 1, key, owner)
         results = await pipe.execute()
+        self.in_flight.difference_update(owner for _, _, owner in batch)
         notices = client.pipeline(transaction=False)
         for (op, client_id, owner), previous in zip(batch, results):
             if op == "claim" and previous and previous != owner:
@@ -400,7 +407,8 @@ class Cluster:
 
     async def check_owners(self, client: redis.asyncio.Redis) -> None:
         """Keep this node's keys alive, put back lost ones, close what another node owns now."""
-        mine = list(self.owners.items())
+        # Not the Ids whose claim is still on its way: the registry does not name them yet.
+        mine = [(i, owner) for i, owner in self.owners.items() if owner not in self.in_flight]
         for start in range(0, len(mine), BATCH):
             batch = mine[start : start + BATCH]
             keys = [PREFIX + "id:" + client_id for client_id, _ in batch]

@@ -104,7 +104,8 @@ def test_simultaneous_connects(start_node: Any) -> None:
                 *(Reader.connect(node.ws_url(client_id)) for node in nodes)
             )
             # Lost or late notices are corrected by the owner re-check within a few rounds.
-            await asyncio.sleep(10 * ROUND)
+            await eventually(lambda rs=readers: sum(r.closed is None for r in rs) <= 1)
+            await asyncio.sleep(5 * ROUND)
             alive = [reader for reader in readers if reader.closed is None]
             assert len(alive) == 1, [reader.closed for reader in readers]
             assert all(r.closed == REPLACED for r in readers if r is not alive[0])
