@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from support import RedisProcess, ServerProcess, ci, redis_missing
+from support import Reader, RedisProcess, ServerProcess, ci, redis_missing
 
 
 @pytest.fixture
@@ -34,3 +34,10 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path)
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def close_readers() -> Iterator[None]:
+    """Drop the sockets of background readers that a test which failed half-way left open."""
+    yield
+    Reader.abandon_all()

@@ -30,9 +30,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
@@ -42,6 +42,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 import app
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 # Headless Debian Chromium as root: no sandbox, and nothing that reaches for the network.
 CHROMIUM_ARGS = [
@@ -236,7 +237,10 @@ class RedisProcess:
 class Reader:
     """A WebSocket client that reads every message in the background, as a browser does."""
 
+    opened: ClassVar[list[Reader]] = []  # closed after each test by a fixture in conftest.py
+
     def __init__(self, connection: WebSocketClientConnection) -> None:
+        Reader.opened.append(self)
         self.connection = connection
         self.messages: list[str] = []
         self.arrived = asyncio.Event()
@@ -284,6 +288,34 @@ class Reader:
 
     def close(self) -> None:
         self.connection.close()
+
+    async def aclose(self) -> None:
+        """Close and wait for the closing handshake, so the socket is gone before the loop."""
+        self.connection.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.task), TIMEOUT)
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close every reader still open, at the end of a test's event loop."""
+        while cls.opened:
+            await cls.opened.pop().aclose()
+
+    @classmethod
+    def abandon_all(cls) -> None:
+        """After a test that failed with readers open and its loop gone: drop their sockets."""
+        while cls.opened:
+            stream = cls.opened.pop().connection.protocol.stream  # type: ignore[union-attr]
+            if stream.socket is not None:
+                stream.socket.close()
+
+
+async def closing(scenario: Awaitable[T]) -> T:
+    """Run a test's scenario, then close the readers it left open, on the same loop."""
+    try:
+        return await scenario
+    finally:
+        await Reader.close_all()
 
 
 # Frame opcodes (RFC 6455 section 5.2).

@@ -19,6 +19,7 @@ from support import (
     Reader,
     RedisProcess,
     ServerProcess,
+    closing,
     gaps,
     post_push,
     tick_slots,
@@ -79,7 +80,7 @@ def test_takeover_across_nodes(start_node: Any, redis_server: RedisProcess) -> N
         await older.ticks(1)
         started = time.monotonic()
         newer = await Reader.connect(b.ws_url("x"))
-        assert await older.until_closed(1.0) == REPLACED
+        assert await older.until_closed(1000 * MS) == REPLACED
         took = time.monotonic() - started
         # The older node's on_close did not remove the newer owner: it keeps it round after round.
         await newer.ticks(round(10 * ROUND / TICK))
@@ -88,7 +89,7 @@ def test_takeover_across_nodes(start_node: Any, redis_server: RedisProcess) -> N
         older.close()
         newer.close()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
     assert "A client took over" not in a.log
     assert re.search(r"Client 'x' taken over on another node", a.log)
 
@@ -113,7 +114,7 @@ def test_simultaneous_connects(start_node: Any) -> None:
             for reader in readers:
                 reader.close()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
 
 
 def test_push_across_nodes(start_node: Any) -> None:
@@ -138,7 +139,7 @@ def test_push_across_nodes(start_node: Any) -> None:
         for reader in (on_a, *on_b):
             reader.close()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
     assert TOKEN not in a.log + b.log
 
 
@@ -169,7 +170,7 @@ def test_cluster_stats(start_node: Any) -> None:
         for reader in readers:
             reader.close()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
 
 
 def test_redis_restart(start_node: Any, redis_server: RedisProcess) -> None:
@@ -195,12 +196,12 @@ def test_redis_restart(start_node: Any, redis_server: RedisProcess) -> None:
         assert missed <= stats["ticks_skipped_late"] + stats["ticks_skipped_slow"], stats
         # Node A put its client back in the registry, so a takeover from B reaches it.
         newer = await Reader.connect(b.ws_url("kept"))
-        assert await on_a.until_closed(1.0) == REPLACED
+        assert await on_a.until_closed(1000 * MS) == REPLACED
         await newer.ticks(2)
         on_a.close()
         newer.close()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
     for node in (a, b):
         assert len(re.findall(r"out of reach", node.log)) == 1, node.log
         assert len(re.findall(r"is back", node.log)) == 1, node.log
@@ -246,7 +247,7 @@ def test_silent_subscription(redis_server: RedisProcess, caplog: Any) -> None:
         await a.stop()
         await b.stop()
 
-    asyncio.run(scenario())
+    asyncio.run(closing(scenario()))
     assert caplog.text.count("Ignored a cluster message") == 4
     assert max(len(line) for line in caplog.messages) < 400
     assert "Traceback" not in caplog.text

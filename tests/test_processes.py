@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from support import MS, ROOT, TICK, TIMEOUT, Reader, RedisProcess, boundary_index, get_json
+from support import MS, ROOT, TICK, TIMEOUT, Reader, RedisProcess, boundary_index, closing, get_json
 
 import app
 
@@ -57,7 +57,7 @@ def test_two_processes(start_server: Any, redis_server: RedisProcess, signum: in
         server.process.send_signal(signum)
         return [await reader.until_closed(5 * TIMEOUT) for reader in readers]
 
-    closes = asyncio.run(scenario())
+    closes = asyncio.run(closing(scenario()))
     assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * len(closes)
     assert server.process.wait(5 * TIMEOUT) == 0
     assert len(re.findall(r"Listening on http://", server.log)) == 1
