@@ -407,8 +407,6 @@ class PushHandler(tornado.web.RequestHandler):
     one over the limit is refused without being kept in memory.
     """
 
-    __slots__ = ("body", "too_big")
-
     def prepare(self) -> None:
         token = self.settings["push_token"]
         if not token:
@@ -659,11 +657,24 @@ def main(argv: list[str] | None = None) -> None:
         app = make_app()
     except ValueError as error:
         sys.exit(f"app.py: {error}")
+    if options.redis:
+        check_redis()
     if options.processes == 1:
         asyncio.run(serve(app))
     else:
         check_processes()
         serve_processes(app, options.processes)
+
+
+def check_redis() -> None:
+    """Refuse --redis without the redis package, or with a URL that is not one."""
+    try:
+        import cluster as engine  # only a module: it connects to nothing until started
+    except ImportError as error:
+        sys.exit(f"app.py: --redis needs the redis package ({error}): pip install -e '.[redis]'")
+    problem = engine.url_problem(options.redis)
+    if problem:
+        sys.exit(f"app.py: --redis: {problem}")
 
 
 def check_processes() -> None:

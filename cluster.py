@@ -86,6 +86,18 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
+def url_problem(url: str) -> str | None:
+    """Say what is wrong with a Redis URL, or return None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as error:
+        return f"not a URL: {error}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"not a Redis URL (redis://host:port/db): {url!r}"
+    return None
+
+
 def add_up(figures: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum numbers and dicts of numbers, key by key."""
     total: dict[str, Any] = {}

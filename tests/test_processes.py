@@ -92,10 +92,12 @@ def test_dead_child_restarted(start_server: Any, redis_server: RedisProcess) -> 
         (["--processes=0"], "an Id unique"),
         (["--processes=-1", "--redis=redis://127.0.0.1:1/0"], "must be 0 (one per CPU) or more"),
         (["--processes=2", "--redis=redis://127.0.0.1:1/0", "--debug"], "--debug reloads"),
+        (["--redis=http://127.0.0.1:1/"], "not a Redis URL"),
+        (["--redis=redis://127.0.0.1:port/0"], "not a URL"),
     ],
 )
 def test_refused(args: list[str], message: str) -> None:
-    """A ``--processes`` setting that cannot work stops the server at once, saying why."""
+    """A ``--processes`` or ``--redis`` setting that cannot work stops the server, saying why."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "app.py"), "--port=0", *args],
         capture_output=True,
