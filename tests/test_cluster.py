@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any, Callable
 
 import pytest
-import redis
 from support import (
     MS,
     TICK,
@@ -26,6 +25,10 @@ from support import (
 )
 
 import app
+
+redis = pytest.importorskip(
+    "redis", reason="the redis package is missing: pip install -e '.[redis]'"
+)
 
 ROUND = 50 * MS  # --redis_interval: a node's rounds with Redis (heartbeat, owner re-check)
 TOKEN = "test-token-9c1f"
