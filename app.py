@@ -13,7 +13,9 @@ Tornado's handlers and the ``clients`` dict belong to the IOLoop's thread. ``Sen
 touches them: it hands each tick to the loop with ``IOLoop.add_callback``, the one IOLoop method
 that is safe to call from another thread, and ``send_to_all`` does the writing there.
 
-Left out on purpose: TLS (put a proxy in front), authentication, and more than one process.
+Left out on purpose: TLS (put a proxy in front) and authentication of the page. Several
+processes (``--processes``), several machines (``--redis``, in ``cluster.py``) and ``POST /push``
+are optional: without those options this is one process with the ``clients`` dict.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import collections
 import dataclasses
 import datetime
 import errno
+import hmac
 import ipaddress
+import json
 import logging
 import math
 import os
@@ -50,6 +54,7 @@ import tornado.iostream
 import tornado.log
 import tornado.netutil
 import tornado.options
+import tornado.process
 import tornado.web
 import tornado.websocket
 from tornado.httpserver import HTTPServer
@@ -103,6 +108,19 @@ define(
     help="seconds in which the first 5 warnings of each kind are logged; one line counts the rest",
     type=float,
 )
+define(
+    "processes",
+    default=1,
+    help="worker processes sharing the port; 0 means one per CPU; more than 1 needs --redis",
+    type=int,
+)
+define("redis", default="", help="Redis URL shared by every node, e.g. redis://127.0.0.1:6379/0")
+define(
+    "redis_interval",
+    default=1.0,
+    help="seconds between a node's rounds with Redis (heartbeat, owner re-check)",
+    type=float,
+)
 
 log = logging.getLogger("app")
 
@@ -143,9 +161,13 @@ CLOSE_TOO_BIG = 1009  # sent by Tornado itself past websocket_max_message_size
 CLOSE_REPLACED = 4000  # another connection took over this Id
 
 ORIGIN_REFUSED = "Origin does not match Host: a proxy must pass Host, or use --allowed_origins"
+MAX_PUSH_BYTES = 64 * 1024
 
 # Client Id -> {"id": Id, "object": MyWebSocketHandler}. Only the IOLoop's thread touches it.
 clients: dict[str, dict[str, Any]] = {}
+
+# The cluster engine (cluster.Cluster) with --redis, else None: the Id is unique in this process.
+cluster: Any = None
 
 
 @dataclasses.dataclass
@@ -159,6 +181,7 @@ class Stats:
     ticks_skipped_late: int = 0
     messages_received: int = 0
     accept_paused: int = 0
+    pushed: int = 0
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     closed: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     fanout_ms: collections.deque = dataclasses.field(
@@ -166,7 +189,8 @@ class Stats:
     )
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        figures = {
+            "node": node_name(),
             "clients": len(clients),
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             "ticks": self.ticks,
@@ -178,10 +202,19 @@ class Stats:
             "refused": dict(self.refused),
             "closed": dict(self.closed),
             "fanout_ms": [round(ms, 3) for ms in self.fanout_ms],
+            "pushed": self.pushed,
         }
+        if cluster is not None:
+            figures.update(cluster.stats())
+        return figures
 
 
 stats = Stats()
+
+
+def node_name() -> str:
+    """A name for this process that no other process has: the host's name and the pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def id_problem(client_id: str) -> str | None:
@@ -409,6 +442,8 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             old["object"].close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
         clients[self.client_id] = {"id": self.client_id, "object": self}
         log.info("Client %r connected (%d connected)", self.client_id, len(clients))
+        if cluster is not None:
+            cluster.claim(self.client_id)  # and close an older one on another node
 
     def on_message(self, message: str | bytes) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
@@ -450,6 +485,8 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             self.close_reason,
             len(clients),
         )
+        if cluster is not None and entry is not None and entry["object"] is self:
+            cluster.release(self.client_id)
 
     def send_frame(self, frame: bytes, now: float) -> bool:
         """Write an encoded tick and say whether it went; skip it if the last is still unread."""
@@ -499,6 +536,109 @@ def send_to_all(text: str) -> None:
 
 def count_late_ticks(missed: int) -> None:
     stats.ticks_skipped_late += missed
+
+
+def deliver_to_all(text: str) -> int:
+    """Write a pushed ``text`` to every client as a tick is written; return how many got it."""
+    frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
+    now = time.monotonic()
+    sent = 0
+    for entry in list(clients.values()):
+        handler = entry["object"]
+        connection = handler.ws_connection
+        if connection is not None and not connection.is_closing():
+            sent += handler.send_frame(frame, now)
+    stats.pushed += sent
+    return sent
+
+
+def deliver_to_one(client_id: str, text: str) -> int:
+    """Write ``text`` to the local client with this Id as a tick is written; return 1 or 0."""
+    entry = clients.get(client_id)
+    connection = entry["object"].ws_connection if entry else None
+    if connection is None or connection.is_closing():
+        return 0
+    sent = entry["object"].send_frame(encode_text_frame(text), time.monotonic())
+    stats.pushed += sent
+    return int(sent)
+
+
+def close_client(client_id: str, code: int, reason: str) -> None:
+    """Close the local client with this Id: another node took the Id over."""
+    entry = clients.get(client_id)
+    if entry is not None:
+        stats.closed["replaced"] += 1
+        entry["object"].close(code, reason)
+
+
+async def push(client_id: str | None, text: str) -> int | None:
+    """Send ``text`` to one client (or all, for None) wherever it is; return how many got it.
+
+    None means no client with this Id is connected. A client that has not read its last
+    message is skipped, as for a tick.
+    """
+    if cluster is not None:
+        return await cluster.push(client_id, text)
+    if client_id is None:
+        return deliver_to_all(text)
+    if client_id not in clients:
+        return None
+    return deliver_to_one(client_id, text)
+
+
+@tornado.web.stream_request_body
+class PushHandler(tornado.web.RequestHandler):
+    """``POST /push`` with ``{"Id": ..., "message": ...}``, or without ``Id`` for everyone.
+
+    Off (404) unless the PUSH_TOKEN environment variable is set; then it takes only requests
+    that carry ``Authorization: Bearer <that token>``. The body is read as it arrives, so that
+    one over the limit is refused without being kept in memory.
+    """
+
+    def prepare(self) -> None:
+        token = self.settings["push_token"]
+        if not token:
+            raise tornado.web.HTTPError(404)
+        given = self.request.headers.get("Authorization", "")
+        # In constant time, so that the time to answer does not hint at the token.
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise tornado.web.HTTPError(401, reason="Missing or wrong token")
+        length = self.request.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_PUSH_BYTES:
+            raise tornado.web.HTTPError(413, reason=f"Body over {MAX_PUSH_BYTES} bytes")
+        self.body = bytearray()
+        self.too_big = False
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self.body) + len(chunk) > MAX_PUSH_BYTES:
+            self.too_big = True  # a chunked body: keep reading, stop keeping
+        else:
+            self.body += chunk
+
+    async def post(self) -> None:
+        if self.too_big:
+            raise tornado.web.HTTPError(413, reason=f"Body over {MAX_PUSH_BYTES} bytes")
+        try:
+            request = json.loads(self.body)
+        except ValueError:  # UnicodeDecodeError included
+            raise tornado.web.HTTPError(400, reason="Body is not JSON") from None
+        if not isinstance(request, dict) or not isinstance(request.get("message"), str):
+            raise tornado.web.HTTPError(400, reason='Missing "message" (a string)')
+        client_id = request.get("Id")
+        if "Id" in request and (not isinstance(client_id, str) or id_problem(client_id)):
+            raise tornado.web.HTTPError(400, reason='"Id" is not a valid Id')
+        try:
+            reached = await push(client_id, request["message"])
+        except ConnectionError:
+            raise tornado.web.HTTPError(503, reason="Cluster link down, try again") from None
+        if reached is None:
+            raise tornado.web.HTTPError(404, reason="No client with this Id is connected")
+        self.write({"reached": reached})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", "Bearer")
+        self.finish({"error": self._reason})
 
 
 class SendThread(threading.Thread):
@@ -676,6 +816,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
         websocket_ping_interval=options.ping_interval,
         websocket_ping_timeout=options.ping_timeout,
         log_function=log_request,
+        push_token=os.environ.get("PUSH_TOKEN", ""),
     )
     app_settings.update(settings)
     allowed = app_settings["allowed_origins"]
@@ -706,6 +847,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
             (r"/websocket", MyWebSocketHandler),
             (r"/stats", StatsHandler),
             (r"/clock", ClockHandler),
+            (r"/push", PushHandler),
         ],
         **app_settings,
     )
@@ -839,11 +981,8 @@ def add_sockets(server: HTTPServer, sockets: list[socket.socket]) -> None:
         server._handlers[sock.fileno()] = Acceptor(server, sock).stop
 
 
-async def serve(app: tornado.web.Application) -> None:
-    sockets = tornado.netutil.bind_sockets(options.port, options.address)
-    # A handshake left half-sent must not hold its socket for Tornado's default hour.
-    server = HTTPServer(app, idle_connection_timeout=30, xheaders=options.xheaders)
-    add_sockets(server, sockets)
+def log_listening(app: tornado.web.Application, sockets: list[socket.socket]) -> None:
+    """Say where the server listens (tests wait for this line), and warn if any Host goes."""
     host, port = sockets[0].getsockname()[:2]
     if not app.settings["host_patterns"]:
         log.warning(
@@ -854,12 +993,26 @@ async def serve(app: tornado.web.Application) -> None:
         )
     log.info("Listening on http://%s:%d/", host, port)
 
+
+async def serve(app: tornado.web.Application, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until a signal; ``sockets`` are given when a parent process bound them."""
     # A signal only sets an event; the shutdown itself runs here, on the loop. asyncio runs
     # the handler on the loop too, rather than wherever the signal interrupted the program.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if stop_requested:  # a signal reached this worker before the line above
+        stop.set()
+
+    if sockets is None:
+        sockets = tornado.netutil.bind_sockets(options.port, options.address)
+        log_listening(app, sockets)
+    # A handshake left half-sent must not hold its socket for Tornado's default hour.
+    server = HTTPServer(app, idle_connection_timeout=30, xheaders=options.xheaders)
+    add_sockets(server, sockets)
+    if options.redis:
+        start_cluster()
 
     thread = SendThread(tornado.ioloop.IOLoop.current(), options.interval)
     thread.start()
@@ -870,6 +1023,66 @@ async def serve(app: tornado.web.Application) -> None:
     thread.join()
     server.stop()
     await close_all(CLOSE_GOING_AWAY, "Server shutting down", timeout=1.0)
+    if cluster is not None:
+        await cluster.stop()
+
+
+def start_cluster() -> None:
+    """Join the cluster of nodes that share --redis (on the loop, after any fork)."""
+    global cluster
+    import cluster as engine  # optional: needs the redis extra
+
+    cluster = engine.Cluster(
+        options.redis,
+        node=node_name(),
+        deliver=deliver_to_one,
+        deliver_all=deliver_to_all,
+        close=close_client,
+        takeover=(CLOSE_REPLACED, "Replaced by a newer connection with the same Id"),
+        local_stats=lambda: {
+            "clients": len(clients),
+            "ticks_sent": stats.ticks_sent,
+            "refused": dict(stats.refused),
+        },
+        interval=options.redis_interval,
+    )
+    cluster.start()
+
+
+# Set when a worker process is told to stop before it has installed its own handler.
+stop_requested = False
+
+
+def serve_processes(app: tornado.web.Application, count: int) -> None:
+    """Bind the port, fork ``count`` workers that share it, and run ``serve`` in each.
+
+    Nothing before the fork may make an event loop, a thread or a Redis connection: a child
+    would get a copy that does not work. Each worker makes its own after the fork, in serve().
+    """
+    sockets = tornado.netutil.bind_sockets(options.port, options.address)
+    log_listening(app, sockets)
+    # fork_processes only waits on its children: pass Ctrl-C and SIGTERM on to them through
+    # the process group. A terminal's Ctrl-C reaches the whole group anyway, so become the
+    # group's leader only when started inside someone else's group (a supervisor's).
+    parent = os.getpid()
+    if os.getpgrp() != parent:
+        os.setpgrp()
+
+    def forward(signum: int, frame: Any) -> None:
+        global stop_requested
+        if os.getpid() != parent:
+            stop_requested = True  # a worker, between the fork and serve()
+            return
+        for name in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(name, signal.SIG_IGN)  # killpg sends it back to us too
+        os.killpg(os.getpgrp(), signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    # Returns only in the children; the parent exits 0 when every child has exited 0, and
+    # restarts (and logs) a child that dies from a signal or exits with an error.
+    tornado.process.fork_processes(count)
+    asyncio.run(serve(app, sockets))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -880,8 +1093,38 @@ def main(argv: list[str] | None = None) -> None:
         app = make_app(max_clients=fit_max_clients(options.max_clients))
     except ValueError as error:
         sys.exit(f"app.py: {error}")
-    asyncio.run(serve(app))
-    limit.flush()
+    if options.redis:
+        check_redis()
+    if options.processes == 1:
+        asyncio.run(serve(app))
+        limit.flush()
+    else:
+        check_processes()
+        serve_processes(app, options.processes)
+
+
+def check_redis() -> None:
+    """Refuse --redis without the redis package, or with a URL that is not one."""
+    try:
+        import cluster as engine  # only a module: it connects to nothing until started
+    except ImportError as error:
+        sys.exit(f"app.py: --redis needs the redis package ({error}): pip install -e '.[redis]'")
+    problem = engine.url_problem(options.redis)
+    if problem:
+        sys.exit(f"app.py: --redis: {problem}")
+
+
+def check_processes() -> None:
+    """Refuse a --processes setting that cannot work."""
+    if options.processes < 0:
+        sys.exit("app.py: --processes must be 0 (one per CPU) or more")
+    if not options.redis:
+        sys.exit(
+            "app.py: --processes other than 1 needs --redis: each process keeps its own "
+            "clients, and only a registry they share keeps an Id unique across them"
+        )
+    if options.debug:
+        sys.exit("app.py: --debug reloads the code, which several processes cannot do")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ from support import (
     CHROMIUM,
     CHROMIUM_ARGS,
     NginxProcess,
+    Reader,
+    RedisProcess,
     ServerProcess,
     nginx_missing,
     on_ci,
+    redis_missing,
     self_signed_certificate,
 )
 
@@ -130,3 +133,23 @@ def start_nginx(
     yield start
     for nginx in started:
         nginx.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own; skipped without one, except in CI."""
+    missing = redis_missing()
+    if missing:
+        if on_ci():
+            pytest.fail(f"cluster tests cannot run on CI: {missing}", pytrace=False)
+        pytest.skip(missing)
+    server = RedisProcess(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def close_readers() -> Iterator[None]:
+    """Drop the sockets of background readers that a test which failed half-way left open."""
+    yield
+    Reader.abandon_all()

@@ -5,6 +5,8 @@
 - ``RawClient``: a WebSocket client on a bare socket, for peers that misbehave below the level
   of a real client library (never read, never answer pings, send broken frames, reset);
 - ``ServerProcess``: ``python app.py`` (or another of the project's servers) in a child process;
+- ``RedisProcess``: Debian's ``redis-server``, for the cluster tests;
+- ``Reader``: a WebSocket client that reads everything in the background;
 - ``NginxProcess``: Debian's nginx in the foreground, its files in a temp dir.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import gc
 import importlib.util
@@ -30,9 +33,9 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -43,6 +46,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 import app
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 # Headless Debian Chromium as root: no sandbox, and nothing that reaches for the network.
 CHROMIUM_ARGS = [
@@ -169,10 +173,13 @@ class ServerProcess:
         return code
 
     def close(self) -> None:
-        """Kill the process if it still runs, and release its pipe."""
+        """Kill the process (and its workers, if any) if it still runs, and release its pipe."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            # With --processes the server leads its own process group, its workers in it.
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.reader.join(10)
         if self.process.stdout is not None:
             self.process.stdout.close()
@@ -299,6 +306,153 @@ class NginxProcess:
         if self.process.poll() is None:
             self.stop()
         self.process.wait()
+
+
+REDIS_SERVER = Path(
+    os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
+)
+
+
+def redis_missing() -> str | None:
+    if not REDIS_SERVER.exists():
+        return f"no redis-server at {REDIS_SERVER}: apt-get install redis-server"
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        return "the redis package is missing: pip install -e '.[test]'"
+    return None
+
+
+class RedisProcess:
+    """``redis-server`` on a free loopback port, persistence off, its files in ``directory``.
+
+    ``stop()`` and ``start()`` again bring it back on the same port, as a restarted Redis.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 5 * TIMEOUT) -> None:
+        command = [str(REDIS_SERVER), "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        with open(self.directory / "redis.log", "ab") as log_file:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while not self.ping():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                log = (self.directory / "redis.log").read_text(errors="replace")
+                raise RuntimeError("redis-server did not start:\n" + log)
+            time.sleep(10 * MS)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self, signum: int = signal.SIGKILL) -> None:
+        """Stop it by its own pid (at once, by default: as a crash would)."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signum)
+            self.process.wait(5 * TIMEOUT)
+            self.process = None
+
+
+class Reader:
+    """A WebSocket client that reads every message in the background, as a browser does."""
+
+    opened: ClassVar[list[Reader]] = []  # closed after each test by a fixture in conftest.py
+
+    def __init__(self, connection: WebSocketClientConnection) -> None:
+        Reader.opened.append(self)
+        self.connection = connection
+        self.messages: list[str] = []
+        self.arrived = asyncio.Event()
+        self.task = asyncio.ensure_future(self.pump())
+
+    @classmethod
+    async def connect(cls, url: str) -> Reader:
+        return cls(await websocket_connect(url))
+
+    async def pump(self) -> None:
+        while (message := await self.connection.read_message()) is not None:
+            self.messages.append(message)  # type: ignore[arg-type]
+            self.arrived.set()
+        self.connection.close()  # the server hung up; this marks the connection closed here too
+        self.arrived.set()
+
+    @property
+    def closed(self) -> tuple[int | None, str | None] | None:
+        """The close code and reason once the connection has ended, else None."""
+        if not self.task.done():
+            return None
+        return self.connection.close_code, self.connection.close_reason
+
+    async def wait_for(self, predicate: Callable[[Reader], bool], timeout: float = TIMEOUT) -> None:
+        """Wait until ``predicate(self)`` holds, or fail."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; messages {self.messages[-5:]}, {self.closed}")
+            self.arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), remaining)
+
+    async def ticks(self, count: int, timeout: float = TIMEOUT) -> list[str]:
+        """Wait for ``count`` more messages and return them."""
+        start = len(self.messages)
+        await self.wait_for(lambda r: len(r.messages) >= start + count or bool(r.closed), timeout)
+        assert self.closed is None, f"closed while waiting for messages: {self.closed}"
+        return self.messages[start : start + count]
+
+    async def until_closed(self, timeout: float = TIMEOUT) -> tuple[int | None, str | None]:
+        await self.wait_for(lambda r: r.closed is not None, timeout)
+        return self.closed  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.connection.close()
+
+    async def aclose(self) -> None:
+        """Close and wait for the closing handshake, so the socket is gone before the loop."""
+        self.connection.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.task), TIMEOUT)
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close every reader still open, at the end of a test's event loop."""
+        while cls.opened:
+            await cls.opened.pop().aclose()
+
+    @classmethod
+    def abandon_all(cls) -> None:
+        """After a test that failed with readers open and its loop gone: drop their sockets."""
+        while cls.opened:
+            stream = cls.opened.pop().connection.protocol.stream  # type: ignore[union-attr]
+            if stream.socket is not None:
+                stream.socket.close()
+
+
+async def closing(scenario: Awaitable[T]) -> T:
+    """Run a test's scenario, then close the readers it left open, on the same loop."""
+    try:
+        return await scenario
+    finally:
+        await Reader.close_all()
 
 
 # Frame opcodes (RFC 6455 section 5.2).
@@ -605,3 +759,23 @@ class ServerTestCase(AsyncHTTPTestCase):
         response = await self.http_client.fetch(self.get_url("/stats"))
         self.assertTrue(response.headers["Content-Type"].startswith("application/json"))
         return json.loads(response.body)
+
+
+async def post_push(
+    base_url: str, body: Any, token: str | None, headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
+    """POST ``body`` (JSON unless bytes) to /push; return the status, reason and JSON answer."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        all_headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = await AsyncHTTPClient().fetch(
+        base_url + "/push", method="POST", body=data, headers=all_headers, raise_error=False
+    )
+    try:
+        answer = json.loads(response.body) if response.body else None
+    except ValueError:
+        answer = response.body
+    return response.code, response.reason, answer

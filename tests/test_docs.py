@@ -516,19 +516,28 @@ def test_readme_close_codes_match_constants() -> None:
 
 
 def test_readme_statuses_match_refusals() -> None:
-    """Every HTTP status the server raises before the handshake has a row in the README."""
-    raised = {403}  # Tornado's own answer when check_origin() says no
+    """Every HTTP status the server raises has a row in the README: the statuses of /push in
+    the table after the one for the handshake and the other requests."""
+    push: set[int] = set()
+    other = {403}  # also Tornado's own answer when check_origin() says no
     for path in server_modules():
-        for node in ast.walk(parsed(path)):
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "HTTPError"
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-            ):
-                raised.add(node.args[0].value)
-    rows = table(README.read_text(encoding="utf-8"), {"status"})
-    assert {int(plain(row[0])) for row in rows} == raised
+        for cls in ast.walk(parsed(path)):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            for node in ast.walk(cls):
+                if (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "attr", getattr(node.func, "id", None)) == "HTTPError"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                ):
+                    (push if cls.name == "PushHandler" else other).add(node.args[0].value)
+    found = [
+        rows[1:] for rows in tables(README.read_text(encoding="utf-8")) if rows[0][0] == "status"
+    ]
+    assert len(found) == 2, "expected two tables headed 'status': requests, then /push"
+    assert {int(plain(row[0])) for row in found[0]} == other
+    assert {int(plain(row[0])) for row in found[1]} == push
 
 
 @pytest.mark.parametrize("language", WALKTHROUGHS)

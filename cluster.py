@@ -1,0 +1,481 @@
+"""Several server processes, on one machine or many, sharing one Redis: the cluster engine.
+
+``app.py`` uses this module only when it is given ``--redis URL``. It hands a ``Cluster`` what
+it needs to act on this process's own clients (deliver a text to one or to all, close one, read
+the local figures); this module never imports ``app.py``.
+
+What goes through Redis:
+
+- A registry: one key per client ``Id`` whose value names its owner, ``node#serial``. A new
+  connection claims its Id with ``SET key owner GET``: the last writer wins, and learns whom it
+  replaced, so it can tell that node (over pub/sub) to close the older connection. A connection
+  that ends deletes the key only if it still holds its own owner (a compare-and-delete script),
+  so an older connection's goodbye never removes a newer one.
+- Pub/sub: one channel per node (takeovers, pushes to one client, replies, the node's echo) and
+  one for everyone (pushes to all). Delivery is at most once, so every node also re-checks the
+  owners of its Ids each round and closes any connection whose key names someone else.
+- A heartbeat: each node writes its figures under a key that expires after three rounds; the
+  live keys make the ``cluster`` totals of ``/stats``.
+
+Ticks never go through Redis: every process ticks on its own clock. When Redis is down, local
+clients keep every tick; the node retries with a capped backoff, and when Redis is back it puts
+its clients back in the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+log = logging.getLogger("app.cluster")
+
+PREFIX = "time-push:"
+BATCH = 500  # keys per Redis round trip when claiming or re-checking many Ids
+
+# Delete an owner's key only if it still holds that owner.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# For each Id this node serves: keep the key alive if it is ours, put it back if it is gone
+# (Redis restarted or the key expired), and answer who owns it now.
+REFRESH = """
+local ttl = ARGV[#ARGV]
+local owners = {}
+for i, key in ipairs(KEYS) do
+    local owner = redis.call('GET', key)
+    if owner == ARGV[i] then
+        redis.call('PEXPIRE', key, ttl)
+    elseif not owner then
+        redis.call('SET', key, ARGV[i], 'PX', ttl)
+        owner = ARGV[i]
+    end
+    owners[i] = owner
+end
+return owners
+"""
+
+# Errors that mean "the link to Redis is not working"; anything else is a bug and is logged.
+LINK_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
+
+
+class SubscriptionStalled(Exception):
+    """The node's own echo did not come back: the subscription stopped delivering."""
+
+
+def safe_url(url: str) -> str:
+    """The Redis URL without its password, for the log."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
+
+
+def url_problem(url: str) -> str | None:
+    """Say what is wrong with a Redis URL, or return None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as error:
+        return f"not a URL: {error}"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"not a Redis URL (redis://host:port/db): {url!r}"
+    return None
+
+
+def add_up(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum numbers and dicts of numbers, key by key."""
+    total: dict[str, Any] = {}
+    for one in figures:
+        for name, value in one.items():
+            if isinstance(value, dict):
+                total.setdefault(name, collections.Counter()).update(value)
+            elif isinstance(value, (int, float)):
+                total[name] = total.get(name, 0) + value
+    return {
+        name: dict(value) if isinstance(value, dict) else value for name, value in total.items()
+    }
+
+
+class Cluster:
+    """This process as one node of a cluster that shares a Redis.
+
+    ``deliver(client_id, text)`` and ``deliver_all(text)`` write to local clients and return how
+    many got the text; ``close(client_id, code, reason)`` closes a local client; ``takeover`` is
+    the (code, reason) it closes a replaced client with; ``local_stats()`` returns this node's
+    figures (numbers, or dicts of numbers). All of them run on the loop's thread, as does every
+    method here. ``interval`` is the time between rounds (heartbeat, owner re-check, echo).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str,
+        deliver: Callable[[str, str], int],
+        deliver_all: Callable[[str], int],
+        close: Callable[[str, int, str], None],
+        takeover: tuple[int, str],
+        local_stats: Callable[[], dict[str, Any]],
+        interval: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.node = node
+        self.deliver = deliver
+        self.deliver_all = deliver_all
+        self.close = close
+        self.takeover = takeover
+        self.local_stats = local_stats
+        self.interval = interval
+        self.timeout = max(1.0, 3 * interval)  # for one Redis command, or a reply
+        self.key_ttl_ms = max(1000, int(10_000 * interval))
+        self.node_ttl_ms = max(100, int(3_000 * interval))
+        self.backoff = (interval / 4, 5 * interval)  # first and longest wait between attempts
+        self.stall_after = max(0.5, 5 * interval)
+
+        self.owners: dict[str, str] = {}  # local Id -> its owner value in the registry
+        self.unclaimed: set[str] = set()  # Ids that connected while Redis was out of reach
+        self.in_flight: set[str] = set()  # owners whose claim is not in Redis yet
+        self.serial = itertools.count(1)
+        self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
+        self.wake = asyncio.Event()
+        self.replies: dict[int, tuple[list[int | None], asyncio.Event]] = {}
+        self.requests = itertools.count(1)
+        self.redis: redis.asyncio.Redis | None = None
+        self.pubsub: Any = None
+        self.up = False
+        self.ever_up = False
+        self.echo_since: float | None = None
+        self.totals: dict[str, Any] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # -- called by app.py ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start keeping the link to Redis in the background."""
+        self.task = asyncio.ensure_future(self.run())
+
+    async def stop(self) -> None:
+        """Leave the cluster: send the last releases, remove this node's heartbeat, hang up."""
+        client = self.redis
+        if self.up and client is not None:
+            deadline = time.monotonic() + self.timeout
+            while self.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await self.quietly(self.forget_node(client))  # or it expires by itself
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def claim(self, client_id: str) -> None:
+        """A local connection took ``client_id``: make it the owner everywhere."""
+        owner = f"{self.node}#{next(self.serial)}"
+        self.owners[client_id] = owner
+        self.queue("claim", client_id, owner)
+
+    def release(self, client_id: str) -> None:
+        """The local connection that owned ``client_id`` ended."""
+        self.unclaimed.discard(client_id)
+        owner = self.owners.pop(client_id, None)
+        if owner is not None:
+            self.queue("release", client_id, owner)
+
+    async def push(self, client_id: str | None, text: str) -> int | None:
+        """Send ``text`` to the client with this Id (or to all) on any node; return how many got it.
+
+        None means the Id is connected nowhere. Raises ``ConnectionError`` when the client is
+        not local and Redis is out of reach.
+        """
+        if client_id is not None and client_id in self.owners:
+            return self.deliver(client_id, text)
+        if client_id is None:
+            reached = self.deliver_all(text)
+            if not self.up:
+                return reached
+            return reached + await self.ask(PREFIX + "all", {"op": "push", "text": text})
+        if not self.up or self.redis is None:
+            raise ConnectionError("no link to Redis")
+        owner = await self.redis.get(PREFIX + "id:" + client_id)
+        if owner is None:
+            return None
+        node = owner.rpartition("#")[0]
+        message = {"op": "push", "id": client_id, "text": text}
+        return await self.ask(PREFIX + "node:" + node, message)
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/stats`` adds: the link's state and the totals over the live nodes."""
+        return {"redis": "up" if self.up else "down", "cluster": self.totals if self.up else None}
+
+    # -- the link ----------------------------------------------------------------------------
+
+    def queue(self, op: str, client_id: str, owner: str) -> None:
+        # While Redis is down nothing is queued, so memory stays bounded: once the link is
+        # back, the Ids that connected meanwhile are claimed (they are the newest) and the
+        # others put back in the registry. A release is left to the key's expiry.
+        if self.up:
+            self.pending.append((op, client_id, owner))
+            if op == "claim":
+                self.in_flight.add(owner)
+            self.wake.set()
+        elif op == "claim":
+            self.unclaimed.add(client_id)
+
+    async def run(self) -> None:
+        """Keep a session with Redis going; after a failure, wait (longer each time) and retry."""
+        delay = self.backoff[0]
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self.session()
+                except (*LINK_ERRORS, SubscriptionStalled) as error:
+                    self.link_lost(error)
+                except Exception:
+                    log.exception("Cluster link failed")
+                    self.link_lost(None)
+                if time.monotonic() - started > 10 * self.backoff[1]:
+                    delay = self.backoff[0]  # it had worked for a while: start over quickly
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.backoff[1])
+        finally:
+            self.up = False
+
+    def link_lost(self, error: BaseException | None) -> None:
+        if isinstance(error, SubscriptionStalled):
+            log.warning("Redis subscription stopped delivering; rebuilding it")
+        elif self.up or not self.ever_up:
+            log.warning(
+                "Redis at %s out of reach (%s); local clients keep their ticks, retrying",
+                safe_url(self.url),
+                type(error).__name__ if error else "error",
+            )
+            self.ever_up = True  # one warning until the link is back
+        self.up = False
+        # Claims that did not reach Redis are made again once it is back.
+        self.unclaimed.update(i for op, i, _ in self.pending if op == "claim" and i in self.owners)
+        self.pending.clear()
+        self.in_flight.clear()
+        for _, arrived in self.replies.values():
+            arrived.set()  # nobody waits for replies that will not come
+
+    async def session(self) -> None:
+        client = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=8,
+                timeout=self.timeout,
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 0),  # this class does the retrying
+                decode_responses=True,
+            )
+        )
+        pubsub = client.pubsub()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await client.ping()
+            await pubsub.subscribe(PREFIX + "node:" + self.node, PREFIX + "all")
+            self.redis, self.pubsub = client, pubsub
+            was_down = self.ever_up
+            self.up = self.ever_up = True
+            self.echo_since = None
+            newer = [("claim", i, self.owners[i]) for i in self.unclaimed if i in self.owners]
+            self.unclaimed.clear()
+            for start in range(0, len(newer), BATCH):
+                await self.write(client, newer[start : start + BATCH])
+            await self.check_owners(client)
+            if was_down:
+                log.info(
+                    "Redis at %s is back; %d clients registered again",
+                    safe_url(self.url),
+                    len(self.owners),
+                )
+            else:
+                log.info("Node %s joined the cluster at %s", self.node, safe_url(self.url))
+            tasks = [
+                asyncio.ensure_future(self.listen(pubsub)),
+                asyncio.ensure_future(self.write_pending(client)),
+                asyncio.ensure_future(self.rounds(client)),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises what ended the session
+        finally:
+            self.redis = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.quietly(pubsub.aclose())
+            await self.quietly(client.aclose())
+
+    async def forget_node(self, client: redis.asyncio.Redis) -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(PREFIX + "stats:" + self.node)
+        pipe.srem(PREFIX + "nodes", self.node)
+        await pipe.execute()
+
+    async def quietly(self, closing: Awaitable[Any]) -> None:
+        with contextlib.suppress(LINK_ERRORS):
+            await asyncio.wait_for(closing, self.timeout)
+
+    # -- the three tasks of a session ---------------------------------------------------------
+
+    async def listen(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=self.interval
+            )
+            if message is not None:
+                await self.handle(message["data"])
+
+    async def handle(self, data: str) -> None:
+        try:
+            await self.dispatch(json.loads(data))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # Anyone who can reach Redis can publish: a stranger's message must not stop us.
+            log.warning("Ignored a cluster message that is not ours: %r", str(data)[:200])
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "echo":
+            self.echo_since = None
+        elif op == "close":
+            # Only the connection that was replaced: the Id may have a newer one here by now.
+            if self.owners.get(message["id"]) == message["owner"]:
+                log.info("Client %r taken over on another node", message["id"])
+                self.close(message["id"], *self.takeover)
+        elif op == "push" and message.get("from") != self.node:
+            if "id" in message:
+                # None: the client has gone from here since the asker looked it up.
+                found = message["id"] in self.owners
+                reached = self.deliver(message["id"], message["text"]) if found else None
+            else:
+                reached = self.deliver_all(message["text"])
+            reply = {"op": "reply", "request": message["request"], "reached": reached}
+            await self.publish(PREFIX + "node:" + message["from"], reply)
+        elif op == "reply" and message["request"] in self.replies:
+            replies, arrived = self.replies[message["request"]]
+            replies.append(message["reached"])
+            arrived.set()
+
+    async def write_pending(self, client: redis.asyncio.Redis) -> None:
+        """Send queued claims and releases in order, many per round trip."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
+                await self.write(client, batch)
+
+    async def write(self, client: redis.asyncio.Redis, batch: list[tuple[str, str, str]]) -> None:
+        """Claim and release Ids in one round trip; tell the nodes that lost an Id."""
+        pipe = client.pipeline(transaction=False)
+        for op, client_id, owner in batch:
+            key = PREFIX + "id:" + client_id
+            if op == "claim":
+                pipe.set(key, owner, px=self.key_ttl_ms, get=True)
+            else:
+                pipe.eval(RELEASE, 1, key, owner)
+        results = await pipe.execute()
+        self.in_flight.difference_update(owner for _, _, owner in batch)
+        notices = client.pipeline(transaction=False)
+        for (op, client_id, owner), previous in zip(batch, results):
+            if op == "claim" and previous and previous != owner:
+                node = previous.rpartition("#")[0]
+                if node != self.node:  # here the app closed the older one itself
+                    notice = {"op": "close", "id": client_id, "owner": previous}
+                    notices.publish(PREFIX + "node:" + node, json.dumps(notice))
+        if len(notices):
+            await notices.execute()
+
+    async def rounds(self, client: redis.asyncio.Redis) -> None:
+        """Each interval: re-check owners, write the heartbeat, add up the nodes, send the echo."""
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check_owners(client)
+            await self.heartbeat(client)
+            now = time.monotonic()
+            if self.echo_since is None:
+                self.echo_since = now
+                await self.publish(PREFIX + "node:" + self.node, {"op": "echo"})
+            elif now - self.echo_since > self.stall_after:
+                raise SubscriptionStalled
+
+    async def check_owners(self, client: redis.asyncio.Redis) -> None:
+        """Keep this node's keys alive, put back lost ones, close what another node owns now."""
+        # Not the Ids whose claim is still on its way: the registry does not name them yet.
+        mine = [(i, owner) for i, owner in self.owners.items() if owner not in self.in_flight]
+        for start in range(0, len(mine), BATCH):
+            batch = mine[start : start + BATCH]
+            keys = [PREFIX + "id:" + client_id for client_id, _ in batch]
+            args = [owner for _, owner in batch] + [self.key_ttl_ms]
+            owners = await client.eval(REFRESH, len(keys), *keys, *args)
+            for (client_id, owner), now in zip(batch, owners):
+                if now != owner and self.owners.get(client_id) == owner:
+                    # The takeover notice was lost; the registry has the last word.
+                    log.info("Client %r belongs to %s now", client_id, now.rpartition("#")[0])
+                    self.close(client_id, *self.takeover)
+
+    async def heartbeat(self, client: redis.asyncio.Redis) -> None:
+        nodes_key = PREFIX + "nodes"
+        figures = json.dumps(self.local_stats())
+        pipe = client.pipeline(transaction=False)
+        pipe.set(PREFIX + "stats:" + self.node, figures, px=self.node_ttl_ms)
+        pipe.sadd(nodes_key, self.node)
+        pipe.smembers(nodes_key)
+        *_, names = await pipe.execute()
+        names = sorted(names)
+        values = await client.mget([PREFIX + "stats:" + name for name in names])
+        gone = [name for name, value in zip(names, values) if value is None]
+        if gone:
+            await client.srem(nodes_key, *gone)
+        live = [(name, json.loads(value)) for name, value in zip(names, values) if value]
+        self.totals = {"nodes": [name for name, _ in live], **add_up([f for _, f in live])}
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> int:
+        if self.redis is None:
+            return 0
+        return await self.redis.publish(channel, json.dumps(message))
+
+    async def ask(self, channel: str, message: dict[str, Any]) -> int | None:
+        """Publish a push and add up the replies of the nodes that received it.
+
+        None when nobody received it or every answer was None (the client was not there).
+        """
+        request = next(self.requests)
+        replies: list[int | None] = []
+        arrived = asyncio.Event()
+        self.replies[request] = replies, arrived
+        try:
+            receivers = await self.publish(
+                channel, {**message, "from": self.node, "request": request}
+            )
+            if channel == PREFIX + "all":
+                receivers -= 1  # this node, which has delivered already
+            deadline = time.monotonic() + self.timeout
+            while len(replies) < receivers and self.up:
+                arrived.clear()
+                try:
+                    await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    break  # a node that did not answer in time counts as reaching nobody
+            found = [reached for reached in replies if reached is not None]
+            return sum(found) if found or channel.endswith(":all") else None
+        finally:
+            del self.replies[request]

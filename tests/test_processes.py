@@ -1,0 +1,109 @@
+"""``--processes N``: workers forked by Tornado that share one port, and stop together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from support import MS, ROOT, TICK, TIMEOUT, Reader, RedisProcess, boundary_index, closing, get_json
+
+import app
+
+ROUND = 50 * MS
+
+
+def pid_of(node: str) -> int:
+    return int(node.rpartition("-")[2])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_two_processes(start_server: Any, redis_server: RedisProcess, signum: int) -> None:
+    """Two workers both serve clients, tick together, and all stop cleanly on one signal."""
+    server = start_server(
+        "--processes=2",
+        f"--interval={TICK}",
+        f"--redis={redis_server.url}",
+        f"--redis_interval={ROUND}",
+    )
+    counts: dict[str, int] = {}
+
+    async def scenario() -> list[tuple[int | None, str | None]]:
+        readers: list[Reader] = []
+        # The kernel hands each connection to one worker or the other; go on until both have some.
+        deadline = time.monotonic() + 10 * TIMEOUT
+        while len([n for n in counts.values() if n]) < 2:
+            assert time.monotonic() < deadline, counts
+            readers.append(await Reader.connect(server.ws_url(f"c{len(readers)}")))
+            stats = get_json(server.url + "/stats")
+            counts[stats["node"]] = stats["clients"]
+        ticks = [(await reader.ticks(1))[0] for reader in readers]
+        for text in ticks:
+            assert boundary_index(text, TICK)[1] < TICK  # each worker ticks on the boundary
+        server.process.send_signal(signum)
+        return [await reader.until_closed(5 * TIMEOUT) for reader in readers]
+
+    closes = asyncio.run(closing(scenario()))
+    assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * len(closes)
+    assert server.process.wait(5 * TIMEOUT) == 0
+    assert len(re.findall(r"Listening on http://", server.log)) == 1
+    assert len(re.findall(r"child \d \(pid \d+\) exited normally", server.log)) == 2
+    assert "Traceback" not in server.log and "KeyboardInterrupt" not in server.log
+    assert not [node for node in counts if alive(pid_of(node))]
+
+
+def test_dead_child_restarted(start_server: Any, redis_server: RedisProcess) -> None:
+    """A worker killed from outside is started again, and Tornado logs it."""
+    server = start_server(
+        "--processes=2", f"--redis={redis_server.url}", f"--redis_interval={ROUND}"
+    )
+    joined = r"Node \S+ joined the cluster"
+    server.wait_for_log(rf"{joined}(.|\n)*{joined}")
+    nodes: set[str] = set()
+    deadline = time.monotonic() + 10 * TIMEOUT
+    while len(nodes) < 2:
+        assert time.monotonic() < deadline
+        nodes.add(get_json(server.url + "/stats")["node"])
+    victim = pid_of(nodes.pop())
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for_log(rf"child \d \(pid {victim}\) killed by signal 9, restarting")
+    server.wait_for_log(rf"killed by signal 9, restarting(.|\n)*{joined}")
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--processes=2"], "--processes other than 1 needs --redis"),
+        (["--processes=0"], "an Id unique"),
+        (["--processes=-1", "--redis=redis://127.0.0.1:1/0"], "must be 0 (one per CPU) or more"),
+        (["--processes=2", "--redis=redis://127.0.0.1:1/0", "--debug"], "--debug reloads"),
+        (["--redis=http://127.0.0.1:1/"], "not a Redis URL"),
+        (["--redis=redis://127.0.0.1:port/0"], "not a URL"),
+    ],
+)
+def test_refused(args: list[str], message: str) -> None:
+    """A ``--processes`` or ``--redis`` setting that cannot work stops the server, saying why."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--port=0", *args],
+        capture_output=True,
+        text=True,
+        timeout=10 * TIMEOUT,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Listening" not in result.stdout + result.stderr
