@@ -167,14 +167,14 @@ def test_close_button(start_server, new_page):
     server.wait_for_log(r"(?s)(Client 'closer' connected.*){2}")
 
 
-def test_takeover_stays_closed(start_server, new_page):
-    """A second page with the same Id closes the first with 4000, which does not reconnect."""
-    server = start_server("--interval=0.05")
+def take_over(new_page, first_url: str, second_url: str) -> None:
+    """Open the Id "shared" at ``first_url``, then at ``second_url``; the first page shows the
+    takeover and stays closed while the second stays connected."""
     first, second = new_page(), new_page()
-    first.goto(f"{server.url}/?Id=shared&{FAST_RETRY}")
+    first.goto(f"{first_url}/?Id=shared&{FAST_RETRY}")
     expect(status(first)).to_have_text("Connected")
 
-    second.goto(f"{server.url}/?Id=shared&{FAST_RETRY}")
+    second.goto(f"{second_url}/?Id=shared&{FAST_RETRY}")
     expect(status(second)).to_have_text("Connected")
     expect(status(first)).to_have_text(
         "Closed: 4000 Replaced by a newer connection with the same Id · not reconnecting"
@@ -182,6 +182,12 @@ def test_takeover_stays_closed(start_server, new_page):
     first.wait_for_timeout(300)
     expect(status(first)).to_contain_text("not reconnecting")
     expect(status(second)).to_have_text("Connected")
+
+
+def test_takeover_stays_closed(start_server, new_page):
+    """A second page with the same Id closes the first with 4000, which does not reconnect."""
+    server = start_server("--interval=0.05")
+    take_over(new_page, server.url, server.url)
     server.wait_for_log(r"(?s)(Client 'shared' connected.*){2}")
     assert server.log.count("Client 'shared' connected") == 2
     assert server.stats()["clients"] == 1
