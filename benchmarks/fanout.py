@@ -14,6 +14,11 @@ the worst moment. So the servers run in rounds, in an order that rotates from ro
 and ``report.py`` takes each server's lag as a ratio to the floor's and to python-websockets'
 within a round: the median over the rounds and the spread. Everything goes to a JSON file.
 
+``app-N`` (e.g. ``--servers app,app-2``) is ``app.py --processes=N`` with a ``redis-server`` of
+its own (``processes.py``): its CPU and memory are summed over the parent and the workers, its
+clients read from the cluster's totals, each worker pinned to a CPU of its own, and the load
+generators, with no CPU left for them on 2 cores, free to run on any.
+
     python benchmarks/fanout.py            # 1,000 to 20,000 clients, 3 rounds of 10 ticks of 1 s
     python benchmarks/fanout.py --quick    # a smoke test in under a minute
 """
@@ -28,178 +33,56 @@ import math
 import os
 import resource
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import report
 from loadgen import LoadGenerators, lag_figures, raise_file_limit, rounded
+from processes import (
+    HERE,
+    MEMORY_FIELDS,
+    ROOT,
+    SERVERS,
+    Server,
+    cpu_seconds,
+    machine_cpu_seconds,
+    memory_kb,
+    placement,
+    tree_cpu_seconds,
+    wait_until,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = ROOT / "benchmarks"
-SERVERS = {
-    "app": ROOT / "app.py",
-    "naive": HERE / "naive_server.py",
-    "websockets": HERE / "websockets_server.py",
-    "floor": HERE / "floor_server.py",
-}
-SERVER_CPU, LOADGEN_CPU = 0, 1
 # Files a server needs besides its clients' sockets: the listener, epoll, pipes, logs.
 SERVER_SPARE_FILES = 100
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# Reading a process from /proc, and small helpers
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of all a process's threads, in seconds, to the nanosecond.
-
-    ``/proc/PID/stat`` counts in clock ticks (10 ms): too coarse for an idle server.
-    """
-    total_ns = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        total_ns += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-    return total_ns / 1e9
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS, and its anonymous part (the heap: RssAnon), from /proc/PID/status, in KB."""
-    with open(f"/proc/{pid}/status") as status:
-        fields = dict(line.split(":", 1) for line in status)
-    return {name: int(fields[name].split()[0]) for name in ("VmRSS", "RssAnon")}
-
-
-def machine_cpu_seconds() -> tuple[float, float]:
-    """(busy, stolen) CPU seconds of the whole machine, all cores, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        user, nice, system, _, _, _, _, steal = map(int, stat.readline().split()[1:9])
-    return (user + nice + system) / CLOCK_TICKS, steal / CLOCK_TICKS
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def sleep_until(wall_time: float) -> None:
     time.sleep(max(0.0, wall_time - time.time()))
 
 
-# The processes
-
-
-class Server:
-    """One server under test, in a child process pinned to SERVER_CPU."""
-
-    def __init__(
-        self, kind: str, max_clients: int, interval: float, log_dir: Path, extra: list[str]
-    ) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.log_path = log_dir / f"{kind}-{self.port}.log"
-        command = [
-            sys.executable,
-            str(SERVERS[kind]),
-            f"--port={self.port}",
-            f"--max_clients={max_clients}",
-            f"--interval={interval}",
-            "--ping_interval=0",
-            "--logging=warning",
-            *extra,
-        ]
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                preexec_fn=self.prepare_child,
-            )
-        self.pid = self.process.pid
-        if not wait_until(self.lets_in, timeout=20):
-            self.stop()
-            raise RuntimeError(f"{kind} server did not start:\n{self.log_tail()}")
-
-    @staticmethod
-    def prepare_child() -> None:
-        os.sched_setaffinity(0, {SERVER_CPU})
-        raise_file_limit()
-
-    def lets_in(self) -> bool:
-        """Whether a strict client, which checks the accept value and the headers, gets in."""
-        from websockets.sync.client import connect
-
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.kind} server exited:\n{self.log_tail()}")
-        url = f"ws://127.0.0.1:{self.port}/websocket?Id=handshake-check"
-        try:
-            # The floor never answers a close: do not wait for it.
-            with connect(url, open_timeout=5, close_timeout=0.1):
-                return True
-        except OSError:
-            return False  # not listening yet
-        except Exception as error:
-            self.stop()
-            raise RuntimeError(
-                f"{self.kind}: python-websockets' client refused: {error!r}"
-            ) from None
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text()[-3000:]
-
-    def stats(self, timeout: float = 30.0) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.port}/stats"
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.load(response)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-
 # One run: one server, one number of clients
 
 
 def measure_idle(server: Server, seconds: float) -> dict[str, Any]:
-    """The server's CPU per second of wall time and its RSS, with no client."""
+    """The server's CPU per second of wall time and its memory, with no client."""
     time.sleep(seconds / 2)  # let the start-up settle
-    before = cpu_seconds(server.pid)
+    before = tree_cpu_seconds(server.pid)
     time.sleep(seconds)
     return {
-        "idle_cpu_ms_per_s": round((cpu_seconds(server.pid) - before) * 1000 / seconds, 3),
+        "idle_cpu_ms_per_s": round((tree_cpu_seconds(server.pid) - before) * 1000 / seconds, 3),
         **{f"idle_{name}_kb": kb for name, kb in memory_kb(server.pid).items()},
     }
 
 
 def connect_clients(server: Server, generators: LoadGenerators, interval: float) -> dict[str, Any]:
-    """Wait for the load generators to connect, then read the server's RSS."""
+    """Wait for the load generators to connect, then read the server's memory."""
     connected = generators.read("connected")
     opened = sum(message["open"] for message in connected)
-    wait_until(lambda: server.stats()["clients"] >= opened, timeout=30, step=0.2)
+    wait_until(lambda: server.clients() >= opened, timeout=30, step=0.2)
     time.sleep(interval * 1.5)  # at least one tick to every client before RSS is read
     failed = sum(
         (collections.Counter(message["failed"]) for message in connected), collections.Counter()
@@ -218,41 +101,49 @@ def measure_ticks(
 ) -> dict[str, Any]:
     """CPU, fan-out and lag over ``args.ticks`` ticks, read half an interval either side.
 
-    CPU per tick: of the server, of the load generators, and of everything else on the machine.
+    CPU per tick: of the server (all its processes), of the load generators, of its Redis, and
+    of everything else on the machine.
     """
     # Tick numbers (boundary / interval) of the next ticks, starting a bit ahead.
     first = math.floor(time.time() / args.interval) + 2
     last = first + args.ticks - 1
-    pids = [server.pid] + [process.pid for process in generators.processes]
+    loadgen_pids = [process.pid for process in generators.processes]
 
     def cpu_now() -> tuple[float, ...]:
-        server_cpu, *loadgen_cpu = map(cpu_seconds, pids)
-        return server_cpu, sum(loadgen_cpu), *machine_cpu_seconds()
+        loadgen_cpu = sum(map(cpu_seconds, loadgen_pids))
+        server_cpu, redis_cpu = tree_cpu_seconds(server.pid), server.redis_cpu_seconds()
+        return server_cpu, loadgen_cpu, redis_cpu, *machine_cpu_seconds()
 
     sleep_until((first - 0.5) * args.interval)
-    stats_before, cpu_before = server.stats(), cpu_now()
+    stats_before, cpu_before = server.stats_by_worker(), cpu_now()
     sleep_until((last + 0.5) * args.interval)
-    cpu_after, stats_after = cpu_now(), server.stats()
+    cpu_after, stats_after = cpu_now(), server.stats_by_worker()
     sleep_until(last * args.interval + args.grace)
     generators.send(f"report {first} {last}")
-    server_cpu, loadgen_cpu, busy, stolen = (
+    server_cpu, loadgen_cpu, redis_cpu, busy, stolen = (
         (end - start) * 1000 / args.ticks for start, end in zip(cpu_before, cpu_after)
     )
     return {
         "server_cpu_ms_per_tick": round(server_cpu, 1),
+        "server_cpu_us_per_client_tick": round(server_cpu * 1000 / max(clients, 1), 2),
         "loadgen_cpu_ms_per_tick": round(loadgen_cpu, 1),
+        "redis_cpu_ms_per_tick": round(redis_cpu, 1),
         # Other processes (and interrupt work the kernel did not charge to a process).
-        "other_cpu_ms_per_tick": round(max(0.0, busy - server_cpu - loadgen_cpu), 1),
+        "other_cpu_ms_per_tick": round(max(0.0, busy - server_cpu - loadgen_cpu - redis_cpu), 1),
         "stolen_cpu_ms_per_tick": round(stolen, 1),
-        **fanout_figures(stats_before, stats_after, clients),
+        "server_affinity": server.affinity(),
+        "loadgen_affinity": sorted(os.sched_getaffinity(loadgen_pids[0])),
+        **fanout_figures(stats_before, stats_after),
         **lag_figures(generators.read("report"), clients, first, last),
     }
 
 
 def run_one(kind: str, clients: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     """Start one server, connect the clients, measure, and stop everything."""
-    extra = shlex.split(args.app_args) if kind == "app" else []
+    extra = shlex.split(args.app_args) if kind.split("-")[0] == "app" else []
     server = Server(kind, clients + SERVER_SPARE_FILES, args.interval, log_dir, extra)
+    # The load generators run where this process does; its own work is light.
+    os.sched_setaffinity(0, placement(server.workers)[1])
     generators = None
     try:
         idle = measure_idle(server, args.idle_seconds)
@@ -263,7 +154,6 @@ def run_one(kind: str, clients: int, args: argparse.Namespace, log_dir: Path) ->
             rate=args.rate,
             per_process=args.clients_per_loadgen,
             max_seconds=args.loadgen_max_seconds,
-            cpu=LOADGEN_CPU,
         )
         connected = connect_clients(server, generators, args.interval)
         measured = measure_ticks(server, generators, connected["clients"], args)
@@ -275,29 +165,46 @@ def run_one(kind: str, clients: int, args: argparse.Namespace, log_dir: Path) ->
         f"{name}_per_client_kb": round(
             (connected[f"{name}_kb"] - idle[f"idle_{name}_kb"]) / max(connected["clients"], 1), 2
         )
-        for name in ("VmRSS", "RssAnon")
+        for name in MEMORY_FIELDS
     }
     return {"server": kind, "clients_asked": clients, **idle, **connected, **per_client, **measured}
 
 
-def fanout_figures(before: dict[str, Any], after: dict[str, Any], clients: int) -> dict[str, Any]:
-    """The fan-out durations of the ticks the server finished between the two readings."""
-    ticks = after["ticks"] - before["ticks"]
-    fanout_ms = after["fanout_ms"][-ticks:] if ticks > 0 else []
-    # Only the naive server says how much of each fan-out went to the cyclic GC.
-    gc_ms = after.get("gc_ms", [])[-ticks:] if ticks > 0 else []
-    fanout_mean = statistics.fmean(fanout_ms or [math.nan])
+def fanout_figures(before: dict[str, dict], after: dict[str, dict]) -> dict[str, Any]:
+    """The fan-outs each worker finished between the two readings (``/stats`` by worker)."""
+    fanout_ms: list[float] = []
+    gc_ms: list[float] = []
+    workers: dict[str, dict[str, Any]] = {}
+    skipped: collections.Counter = collections.Counter()
+    for node, late in after.items():
+        early = before.get(node, late)  # a worker that did not answer before: none of its ticks
+        ticks = late["ticks"] - early["ticks"]
+        mine = late["fanout_ms"][-ticks:] if ticks > 0 else []
+        fanout_ms += mine
+        # Only the naive server says how much of each fan-out went to the cyclic GC.
+        gc_ms += late.get("gc_ms", [])[-ticks:] if ticks > 0 else []
+        mean = statistics.fmean(mine or [math.nan])
+        workers[node] = {
+            "clients": late["clients"],
+            "ticks": ticks,
+            "fanout_ms_mean": rounded(mean),
+            "fanout_us_per_client": rounded(mean * 1000 / max(late["clients"], 1)),
+        }
+        for name in ("ticks_skipped_slow", "ticks_skipped_late"):
+            skipped[name] += late.get(name, 0) - early.get(name, 0)
+    per_client = [w["fanout_us_per_client"] for w in workers.values() if w["ticks"] > 0]
     return {
-        "server_ticks": ticks,
+        "server_ticks": min((w["ticks"] for w in workers.values()), default=0),
+        "workers": workers,
         "fanout_ms": fanout_ms,
-        "fanout_ms_mean": rounded(fanout_mean),
+        "fanout_ms_mean": rounded(statistics.fmean(fanout_ms or [math.nan])),
         "fanout_ms_median": rounded(statistics.median(fanout_ms or [math.nan])),
         "fanout_ms_max": rounded(max(fanout_ms, default=math.nan)),
-        "fanout_us_per_client": rounded(fanout_mean * 1000 / max(clients, 1)),
+        "fanout_us_per_client": rounded(statistics.fmean(per_client or [math.nan])),
         "gc_ms": gc_ms,
         "gc_ms_mean": rounded(statistics.fmean(gc_ms or [math.nan])),
-        "skipped_slow": after["ticks_skipped_slow"] - before["ticks_skipped_slow"],
-        "skipped_late": after.get("ticks_skipped_late", 0) - before.get("ticks_skipped_late", 0),
+        "skipped_slow": skipped["ticks_skipped_slow"],
+        "skipped_late": skipped["ticks_skipped_late"],
     }
 
 
@@ -379,8 +286,6 @@ def main(argv: list[str] | None = None) -> None:
     missing = [name for name in ("matplotlib", "websockets") if not importlib.util.find_spec(name)]
     if missing:
         sys.exit(f"missing {', '.join(missing)}: pip install -e '.[bench]'")
-    if (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {LOADGEN_CPU})  # keep this process off the server's CPU
     raise_file_limit()
     about = {**report.machine(), "file_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1]}
     title = report.title(about, args.rounds, args.ticks, args.interval)

@@ -369,7 +369,7 @@ class LoadGenerator:
 
 
 class LoadGenerators:
-    """``loadgen.py`` processes pinned to one CPU, sharing the clients and the rate.
+    """``loadgen.py`` processes, on ``cpu`` or where their parent runs, sharing clients and rate.
 
     Each ends by its own deadlines, so a blocking read of its next line always returns.
     """
@@ -383,7 +383,7 @@ class LoadGenerators:
         rate: float,
         per_process: int,
         max_seconds: float,
-        cpu: int,
+        cpu: int | None = None,
     ) -> None:
         count = math.ceil(clients / per_process)
         # Twice the time the rate allows, and some: a server that cannot keep up is left with
@@ -401,7 +401,7 @@ class LoadGenerators:
                     f"--id-prefix=g{index}",
                     f"--connect-seconds={self.connect_seconds}",
                     f"--max-seconds={max_seconds}",
-                    f"--cpu={cpu}",
+                    *([] if cpu is None else [f"--cpu={cpu}"]),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

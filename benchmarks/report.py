@@ -24,8 +24,14 @@ from typing import Any
 
 REFERENCES = ("floor", "websockets")
 RATIO_FIGURES = ("lag_ms_p50", "lag_ms_p99", "fanout_ms_mean", "server_cpu_ms_per_tick")
-SERVER_FIGURES = ("fanout_ms_mean", "lag_ms_p50", "lag_ms_p99", "VmRSS_per_client_kb")
-COLORS = {"app": "C0", "naive": "C1", "websockets": "C2", "floor": "C3"}
+SERVER_FIGURES = (
+    "fanout_ms_mean",
+    "lag_ms_p50",
+    "lag_ms_p99",
+    "VmRSS_per_client_kb",
+    "server_cpu_us_per_client_tick",
+)
+COLORS = {"app": "C0", "naive": "C1", "websockets": "C2", "floor": "C3", "app-2": "C5"}
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -60,6 +66,13 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
                 ]
                 if kind not in (reference, "floor") and pairs:
                     summary["ratios"].append(ratio_row(f"{kind}/{reference}", clients, pairs))
+        # app.py with several worker processes (``app-N``) against app.py as one process.
+        for kind in servers:
+            pairs = [
+                (one[kind], one["app"]) for one in by_round.values() if {kind, "app"} <= one.keys()
+            ]
+            if kind.startswith("app-") and pairs:
+                summary["ratios"].append(ratio_row(f"{kind}/app", clients, pairs))
     return summary
 
 
@@ -71,7 +84,7 @@ def server_row(kind: str, clients: int, runs: list[dict[str, Any]]) -> dict[str,
         "missed_ticks": sum(run["missed_ticks"] for run in runs),
     }
     for figure in SERVER_FIGURES:
-        values = [run[figure] for run in runs if run[figure] is not None]
+        values = [run[figure] for run in runs if run.get(figure) is not None]
         row[figure] = spread(values) if values else None
     return row
 
@@ -136,6 +149,7 @@ def ratio_table(summary: dict[str, Any]) -> str:
 def server_table(summary: dict[str, Any]) -> str:
     """Each server's figures, median over the rounds; missed ticks are added up."""
     rows = [["server", "clients", "fan-out ms", "lag p50 ms", "lag p99 ms", "missed", "KB/conn"]]
+    rows[0].append("CPU µs/client/tick")
     for row in summary["servers"]:
         clients = f"{row['clients_asked']:,}"
         if row["clients_min"] < row["clients_asked"]:
@@ -144,7 +158,8 @@ def server_table(summary: dict[str, Any]) -> str:
             "-" if row[figure] is None else f"{row[figure]['median']:.1f}"
             for figure in SERVER_FIGURES
         ]
-        rows.append([row["server"], clients, *figures[:3], f"{row['missed_ticks']:,}", figures[3]])
+        missed = f"{row['missed_ticks']:,}"
+        rows.append([row["server"], clients, *figures[:3], missed, *figures[3:]])
     return markdown(rows)
 
 
@@ -187,6 +202,8 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
 def bars(axes: Any, rows: dict[tuple[str, int], dict[str, Any]]) -> None:
     """One group of bars per client count, a pair (p50, p99) per server; whiskers: min-max."""
     kinds = list(dict.fromkeys(kind for kind, _ in rows))
+    if not kinds:
+        return  # e.g. no floor in the run: no ratios to it
     sizes = sorted({clients for _, clients in rows})
     width = 0.8 / (2 * len(kinds))
     for k, kind in enumerate(kinds):
