@@ -25,7 +25,10 @@ import struct
 import time
 from typing import Any
 
+# RFC 6455, section 1.3 (its example: key "dGhlIHNhbXBsZSBub25jZQ==", accept
+# "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="); Tornado and python-websockets use the same value.
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+EPOLL_STEP = 0.002  # seconds; the loop stops waiting on epoll this long before a tick
 
 stats: dict[str, Any] = {
     "ticks": 0,
@@ -73,16 +76,23 @@ class FloorServer:
     def run(self) -> None:
         tick = math.floor(time.time() / self.interval) + 1
         while True:
-            delay = tick * self.interval - time.time()
-            if delay <= 0:
-                tick += math.floor(-delay / self.interval) + 1
-                self.send_to_all(str(datetime.datetime.now()))
+            boundary = tick * self.interval
+            if boundary - time.time() > EPOLL_STEP:
+                self.handle_events(boundary - time.time() - EPOLL_STEP)
                 continue
-            for key, _ in self.selector.select(delay):
-                if key.fileobj is self.listener:
-                    self.accept()
-                else:
-                    self.on_readable(key.fileobj)  # type: ignore[arg-type]
+            # epoll waits in whole milliseconds, rounded up; sleep() is finer.
+            while (delay := boundary - time.time()) > 0:
+                time.sleep(delay)
+            # Late by more than an interval (a long fan-out, a stall): send the time once.
+            tick += math.floor(-delay / self.interval) + 1
+            self.send_to_all(str(datetime.datetime.now()))
+
+    def handle_events(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.fileobj is self.listener:
+                self.accept()
+            else:
+                self.on_readable(key.fileobj)  # type: ignore[arg-type]
 
     def accept(self) -> None:
         while True:
@@ -91,6 +101,8 @@ class FloorServer:
             except BlockingIOError:
                 return
             sock.setblocking(False)
+            # As app.py does (set_nodelay): a tick goes out at once, not after the last ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.requests[sock] = b""
             self.selector.register(sock, selectors.EVENT_READ)
 

@@ -16,7 +16,9 @@ that text floored to the interval is the tick's boundary, and lag = receive time
 It talks to ``fanout.py`` in JSON lines: it prints ``{"event": "connected", ...}`` once every
 connection is open or has failed, then answers ``report FIRST LAST`` (tick numbers, i.e. the
 boundary divided by the interval) with the lags it saw, and exits on ``quit``, at the end of its
-standard input, or after ``--max-seconds``, whichever comes first.
+standard input, or after ``--max-seconds``, whichever comes first. Both sides of that talk are
+in this file: ``LoadGenerators`` at the end starts and drives several of these processes, and
+``lag_figures`` merges what they saw.
 
 Left out: masking and sending (these clients never speak), pings, fragmented or long frames.
 """
@@ -28,13 +30,16 @@ import contextlib
 import datetime
 import errno
 import json
+import math
 import os
 import resource
 import select
 import socket
 import struct
+import subprocess
 import sys
 import time
+from typing import Any
 
 # Linux's SO_TIMESTAMPNS (which the socket module does not name): a struct timespec of the time
 # each packet arrived, on the wall clock, with every recvmsg().
@@ -358,6 +363,130 @@ class LoadGenerator:
         for client in list(self.clients.values()):
             self.drop(client)
         self.epoll.close()
+
+
+# The other side: how fanout.py runs several load generators and reads their lags
+
+
+class LoadGenerators:
+    """``loadgen.py`` processes pinned to one CPU, sharing the clients and the rate.
+
+    Each ends by its own deadlines, so a blocking read of its next line always returns.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        clients: int,
+        *,
+        interval: float,
+        rate: float,
+        per_process: int,
+        max_seconds: float,
+        cpu: int,
+    ) -> None:
+        count = math.ceil(clients / per_process)
+        # Twice the time the rate allows, and some: a server that cannot keep up is left with
+        # the clients it took by then.
+        self.connect_seconds = clients / rate * 2 + 20
+        self.processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    os.path.abspath(__file__),
+                    f"--port={port}",
+                    f"--clients={clients // count + (index < clients % count)}",
+                    f"--interval={interval}",
+                    f"--rate={rate / count}",
+                    f"--id-prefix=g{index}",
+                    f"--connect-seconds={self.connect_seconds}",
+                    f"--max-seconds={max_seconds}",
+                    f"--cpu={cpu}",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for index in range(count)
+        ]
+
+    def read(self, event: str) -> list[dict[str, Any]]:
+        """The next message of every generator, which must be ``event``."""
+        messages = []
+        for process in self.processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            message = json.loads(line) if line else {}
+            if message.get("event") != event:
+                raise RuntimeError(f"load generator {process.pid} ended without {event!r}")
+            messages.append(message)
+        return messages
+
+    def send(self, command: str) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                assert process.stdin is not None
+                process.stdin.write(command + "\n")
+                process.stdin.flush()
+
+    def stop(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.send("quit")
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return math.nan
+    return sorted_values[max(1, math.ceil(fraction * len(sorted_values))) - 1]
+
+
+def rounded(value: float, digits: int = 2) -> float | None:
+    """``value`` rounded, or None (null in JSON, "-" in a table) if it is not a number."""
+    return None if math.isnan(value) else round(value, digits)
+
+
+def lag_figures(
+    reports: list[dict[str, Any]], clients: int, first: int, last: int
+) -> dict[str, Any]:
+    """Lag percentiles over every (client, tick) and per tick, and the ticks never received."""
+    all_lags: list[float] = []
+    all_delays: list[float] = []
+    per_tick = []
+    for tick in range(first, last + 1):
+        lags = sorted(lag / 1000 for r in reports for lag in r["ticks"][str(tick)]["lags_us"])
+        all_lags.extend(lags)
+        all_delays.extend(d / 1000 for r in reports for d in r["ticks"][str(tick)]["delays_us"])
+        per_tick.append(
+            {
+                "tick": tick,
+                "received": len(lags),
+                "lag_ms_p50": rounded(percentile(lags, 0.5)),
+                "lag_ms_p99": rounded(percentile(lags, 0.99)),
+                "lag_ms_max": rounded(max(lags, default=math.nan)),
+            }
+        )
+    all_lags.sort()
+    all_delays.sort()
+    return {
+        "ticks": last - first + 1,
+        "lag_ms_p50": rounded(percentile(all_lags, 0.5)),
+        "lag_ms_p99": rounded(percentile(all_lags, 0.99)),
+        "lag_ms_max": rounded(max(all_lags, default=math.nan)),
+        "missed_ticks": sum(max(0, clients - tick["received"]) for tick in per_tick),
+        "closed_by_server": sum(r["closed_by_server"] for r in reports),
+        "read_delay_ms_p99": rounded(percentile(all_delays, 0.99)),
+        "per_tick": per_tick,
+    }
+
+
+# Running one load generator
 
 
 def raise_file_limit() -> None:
