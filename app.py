@@ -146,6 +146,28 @@ ORIGIN_REFUSED = "Origin does not match Host: a proxy must pass Host, or use --a
 
 # Client Id -> {"id": Id, "object": MyWebSocketHandler}. Only the IOLoop's thread touches it.
 clients: dict[str, dict[str, Any]] = {}
+# The same Ids -> (handler, its WebSocket connection, its stream), for the tick's loop: going
+# from one tuple to the next is cheaper than going from each entry to its handler, connection
+# and stream, objects scattered in memory. Only add_client() and remove_client() change either
+# dict, so that they always hold the same clients.
+targets: dict[str, tuple[Any, Any, tornado.iostream.IOStream]] = {}
+
+
+def add_client(handler: MyWebSocketHandler) -> MyWebSocketHandler | None:
+    """Put a newly opened client in ``clients``; return the handler it replaces, if any."""
+    old = clients.get(handler.client_id)
+    clients[handler.client_id] = {"id": handler.client_id, "object": handler}
+    connection = handler.ws_connection
+    targets[handler.client_id] = (handler, connection, connection.stream)  # type: ignore[union-attr]
+    return None if old is None else old["object"]
+
+
+def remove_client(handler: MyWebSocketHandler) -> None:
+    """Take a closed client out of ``clients``, unless a newer one has taken over its Id."""
+    entry = clients.get(handler.client_id)
+    if entry is not None and entry["object"] is handler:
+        del clients[handler.client_id]
+        del targets[handler.client_id]
 
 
 @dataclasses.dataclass
@@ -403,11 +425,10 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.tokens = float(self.settings["max_messages_per_second"])
         self.tokens_at = time.monotonic()
-        old = clients.get(self.client_id)
+        old = add_client(self)
         if old is not None:
             stats.closed["replaced"] += 1
-            old["object"].close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
-        clients[self.client_id] = {"id": self.client_id, "object": self}
+            old.close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
         log.info("Client %r connected (%d connected)", self.client_id, len(clients))
 
     def on_message(self, message: str | bytes) -> None:
@@ -439,10 +460,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         return True
 
     def on_close(self) -> None:
-        # Remove our own entry only: after a takeover the Id belongs to the newer connection.
-        entry = clients.get(self.client_id)
-        if entry is not None and entry["object"] is self:
-            del clients[self.client_id]
+        remove_client(self)
         log.info(
             "Client %r left (code %r, reason %r; %d connected)",
             self.client_id,
@@ -465,31 +483,39 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
                 self.close(CLOSE_POLICY_VIOLATION, "Not reading ticks")
             return False
         self.undrained_since = None
-        # One system call while the socket has room; the IOStream queues whatever is left
-        # and keeps the bytes in order.
-        try:
-            sent = stream.write_to_fd(memoryview(frame))
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            stream.close()  # the peer is gone; on_close cleans up
-            return False
-        if sent < len(frame):
-            stream.write(frame[sent:])
-        return True
+        return write_frame(stream, memoryview(frame))
+
+
+def write_frame(stream: tornado.iostream.IOStream, frame: memoryview) -> bool:
+    """Write a frame to a stream that has nothing pending; say whether it went."""
+    # One system call while the socket has room; the IOStream queues whatever is left
+    # and keeps the bytes in order.
+    try:
+        sent = stream.write_to_fd(frame)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        stream.close()  # the peer is gone; on_close cleans up
+        return False
+    if sent < len(frame):
+        stream.write(frame[sent:])
+    return True
 
 
 def send_to_all(text: str) -> None:
     """Send one tick to every client. Runs on the IOLoop's thread, called via add_callback."""
     started = time.perf_counter()
     frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
+    view = memoryview(frame)
     now = time.monotonic()
     sent = 0
-    for entry in list(clients.values()):
-        handler = entry["object"]
-        connection = handler.ws_connection
-        if connection is not None and not connection.is_closing():
-            sent += handler.send_frame(frame, now)
+    for handler, connection, stream in list(targets.values()):
+        if connection.is_closing():
+            continue  # no data may follow a close frame
+        if stream.writing() or handler.undrained_since is not None:
+            sent += handler.send_frame(frame, now)  # the slow-consumer rule decides
+        else:
+            sent += write_frame(stream, view)
     stats.ticks += 1
     stats.ticks_sent += sent
     stats.fanout_ms.append((time.perf_counter() - started) * 1000)

@@ -1,0 +1,93 @@
+"""The tick's own index of the clients (``app.targets``) against the registry (``app.clients``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any, ClassVar
+
+from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
+from tornado.testing import gen_test
+
+import app
+
+
+def out_of_step() -> list[str]:
+    """The Ids on which ``clients`` and ``targets`` disagree about the handler."""
+    handlers = {client_id: entry["object"] for client_id, entry in app.clients.items()}
+    indexed = {client_id: target[0] for client_id, target in app.targets.items()}
+    return sorted(
+        client_id
+        for client_id in handlers.keys() | indexed.keys()
+        if handlers.get(client_id) is not indexed.get(client_id)
+    )
+
+
+class TestTargets(ServerTestCase):
+    interval = 2 * MS  # ticks run between, and during, every step of the churn
+    app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 1000}
+
+    @gen_test(timeout=60)
+    async def test_churn(self) -> None:
+        """After connects, takeovers, resets and closes in and between ticks, both hold the same."""
+        chance = random.Random(12)
+        drift: list[list[str]] = []
+        ticks = 0
+        send_to_all, write_frame = app.send_to_all, app.write_frame
+
+        def checked_send_to_all(text: str) -> None:
+            nonlocal ticks
+            send_to_all(text)
+            ticks += 1
+            if out_of_step():
+                drift.append(out_of_step())
+
+        def closing_write_frame(stream: Any, frame: memoryview) -> bool:
+            # Now and then, close some client in the middle of a tick, as a takeover would.
+            if app.targets and chance.random() < 0.02:
+                chance.choice(list(app.targets.values()))[0].close(1001, "closed mid-tick")
+            return write_frame(stream, frame)
+
+        app.send_to_all, app.write_frame = checked_send_to_all, closing_write_frame
+        try:
+            raws = []
+            for step in range(120):
+                client_id = f"c{chance.randrange(6)}"  # few Ids, so many takeovers
+                action = chance.choice(("connect", "connect", "raw", "close", "reset", "binary"))
+                if action == "connect":
+                    self.keep_reading(await self.connect(client_id))
+                elif action == "raw" or not raws:
+                    raws.append(await self.raw_connect(client_id))
+                elif action == "close":
+                    raws.pop(chance.randrange(len(raws))).close()
+                elif action == "reset":
+                    raws.pop(chance.randrange(len(raws))).abort()
+                else:  # the server closes it: this server takes no binary data
+                    await raws.pop(chance.randrange(len(raws))).send_frame(BINARY, b"\0")
+                self.assertEqual(out_of_step(), [], f"step {step}: {action} {client_id}")
+                await asyncio.sleep(chance.random() * 5 * MS)
+            await self.wait_until(lambda: ticks >= 50, message="ticks during the churn")
+            for raw in raws:
+                raw.abort()
+            for connection in self.connections:
+                connection.close()
+            await self.wait_until(lambda: not app.clients, message="every client gone")
+        finally:
+            app.send_to_all, app.write_frame = send_to_all, write_frame
+        self.assertEqual(app.targets, {})
+        self.assertEqual(drift, [])
+        self.assertGreater(app.stats.closed["replaced"], 10)
+
+    @gen_test
+    async def test_nothing_after_close(self) -> None:
+        """Once the server has sent its close frame, no tick follows it on that connection."""
+        raw = await self.raw_connect("leaving")
+        await raw.read_frame()  # ticks are flowing
+        await raw.send_frame(BINARY, b"\0")
+        await asyncio.sleep(10 * self.interval)  # ticks that must not reach it
+        frames = await raw.read_until_close()
+        opcodes = [opcode for opcode, _ in frames]
+        self.assertIn(CLOSE, opcodes)
+        self.assertLessEqual(set(opcodes[: opcodes.index(CLOSE)]), {TEXT})
+        self.assertEqual(opcodes[opcodes.index(CLOSE) :], [CLOSE])
+        await self.wait_until(lambda: not app.clients)
