@@ -422,6 +422,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         return ok
 
     def open(self) -> None:
+        self.forget_handshake()
         self.set_nodelay(True)
         self.tokens = float(self.settings["max_messages_per_second"])
         self.tokens_at = time.monotonic()
@@ -430,6 +431,22 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             stats.closed["replaced"] += 1
             old.close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
         log.info("Client %r connected (%d connected)", self.client_id, len(clients))
+
+    def forget_handshake(self) -> None:
+        """Let go of what only the handshake needed: 3.7 KB a connection, a quarter of it.
+
+        Once open, a WebSocketHandler never writes HTTP again (Tornado disables those methods)
+        and reads nothing more of its request. What stays is what a log line of Tornado's
+        names: the method, URI, version, host, client address and start time.
+        """
+        request = self.request
+        request.connection = None  # the HTTP/1.1 connection, handed over to the WebSocket
+        request.server_connection = None
+        request.headers.clear()  # the handshake's; Tornado's get() keeps the object itself
+        request.arguments.clear()  # prepare() has taken the Id
+        request.query_arguments.clear()
+        self._headers.clear()  # the 101 response's, sent
+        self.ui = None  # for templates, as Tornado itself does once the connection closes
 
     def on_message(self, message: str | bytes) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():

@@ -1,11 +1,15 @@
-"""The tick's own index of the clients (``app.targets``) against the registry (``app.clients``)."""
+"""What a tick goes through (``app.targets``, beside ``clients``); what a connection keeps."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
 import random
+import weakref
 from typing import Any, ClassVar
+from unittest import mock
 
 from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
 from tornado.testing import gen_test
@@ -93,3 +97,37 @@ class TestTargets(ServerTestCase):
         self.assertLessEqual(set(opcodes[: opcodes.index(CLOSE)]), {TEXT})
         self.assertEqual(opcodes[opcodes.index(CLOSE) :], [CLOSE])
         await self.wait_until(lambda: not app.clients)
+
+
+class TestAfterHandshake(ServerTestCase):
+    @gen_test
+    async def test_handshake_forgotten(self) -> None:
+        """An open connection keeps neither its HTTP connection nor the handshake's headers."""
+        held: list[Any] = []
+        forget = app.MyWebSocketHandler.forget_handshake
+
+        def watched_forget(handler: app.MyWebSocketHandler) -> None:
+            held.append(weakref.ref(handler.request.connection))
+            forget(handler)
+
+        with mock.patch.object(app.MyWebSocketHandler, "forget_handshake", watched_forget):
+            connection = await self.connect("light", headers={"User-Agent": "test"})
+        await self.read_ticks(connection, 2)
+        gc.collect()
+        self.assertEqual([ref() for ref in held], [None])
+        request = app.clients["light"]["object"].request
+        self.assertEqual((dict(request.headers), request.arguments), ({}, {}))
+
+    @gen_test
+    async def test_error_after_open(self) -> None:
+        """An exception after the handshake is still logged with the request it came from."""
+        connection = await self.connect("boom")
+        with mock.patch.object(app.MyWebSocketHandler, "take_token", side_effect=KeyError("x")):
+            await connection.write_message("hello")
+            await self.read_until_closed(connection)
+        await self.wait_until(lambda: not app.clients)
+        errors = [r for r in self.log.records if r.levelno >= logging.ERROR]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("GET /websocket?Id=boom (127.0.0.1)", errors[0].getMessage())
+        self.assertIn("remote_ip='127.0.0.1'", errors[0].getMessage())
+        self.log.records.remove(errors[0])  # expected here
