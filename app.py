@@ -146,11 +146,11 @@ ORIGIN_REFUSED = "Origin does not match Host: a proxy must pass Host, or use --a
 
 # Client Id -> {"id": Id, "object": MyWebSocketHandler}. Only the IOLoop's thread touches it.
 clients: dict[str, dict[str, Any]] = {}
-# The same Ids -> (handler, its WebSocket connection, its stream), for the tick's loop: going
-# from one tuple to the next is cheaper than going from each entry to its handler, connection
-# and stream, objects scattered in memory. Only add_client() and remove_client() change either
-# dict, so that they always hold the same clients.
-targets: dict[str, tuple[Any, Any, tornado.iostream.IOStream]] = {}
+# The same Ids -> (WebSocket connection, its stream), for the tick's loop: going from one pair
+# to the next is cheaper than going from each entry to its handler, connection and stream,
+# objects scattered in memory. Only add_client() and remove_client() change either dict, so
+# that they always hold the same clients.
+targets: dict[str, tuple[tornado.websocket.WebSocketProtocol, tornado.iostream.IOStream]] = {}
 
 
 def add_client(handler: MyWebSocketHandler) -> MyWebSocketHandler | None:
@@ -158,7 +158,7 @@ def add_client(handler: MyWebSocketHandler) -> MyWebSocketHandler | None:
     old = clients.get(handler.client_id)
     clients[handler.client_id] = {"id": handler.client_id, "object": handler}
     connection = handler.ws_connection
-    targets[handler.client_id] = (handler, connection, connection.stream)  # type: ignore[union-attr]
+    targets[handler.client_id] = (connection, connection.stream)  # type: ignore[union-attr]
     return None if old is None else old["object"]
 
 
@@ -494,13 +494,18 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             stats.ticks_skipped_slow += 1
             if self.undrained_since is None:
                 self.undrained_since = now
+                # Told when the stream has sent everything queued so far, so that the tick's
+                # loop need not look at this handler to end the count.
+                stream.write(b"").add_done_callback(self.drained)
             elif now - self.undrained_since > self.settings["slow_client_timeout"]:
                 stats.closed["slow"] += 1
                 log.warning("Client %r has not read a tick for a while", self.client_id)
                 self.close(CLOSE_POLICY_VIOLATION, "Not reading ticks")
             return False
-        self.undrained_since = None
         return write_frame(stream, memoryview(frame))
+
+    def drained(self, future: asyncio.Future[None]) -> None:
+        self.undrained_since = None
 
 
 def write_frame(stream: tornado.iostream.IOStream, frame: memoryview) -> bool:
@@ -526,11 +531,11 @@ def send_to_all(text: str) -> None:
     view = memoryview(frame)
     now = time.monotonic()
     sent = 0
-    for handler, connection, stream in list(targets.values()):
+    for connection, stream in list(targets.values()):
         if connection.is_closing():
             continue  # no data may follow a close frame
-        if stream.writing() or handler.undrained_since is not None:
-            sent += handler.send_frame(frame, now)  # the slow-consumer rule decides
+        if stream.writing():
+            sent += connection.handler.send_frame(frame, now)  # the slow-consumer rule
         else:
             sent += write_frame(stream, view)
     stats.ticks += 1

@@ -516,7 +516,7 @@ class ServerTestCase(AsyncHTTPTestCase):
             # The tick's own index of the clients never drifts from the registry.
             self.assertEqual(
                 {client_id: entry["object"] for client_id, entry in app.clients.items()},
-                {client_id: target[0] for client_id, target in app.targets.items()},
+                {client_id: target[0].handler for client_id, target in app.targets.items()},
             )
             app.clients.clear()
             app.targets.clear()

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import random
+import socket
 import weakref
 from typing import Any, ClassVar
 from unittest import mock
@@ -20,7 +21,7 @@ import app
 def out_of_step() -> list[str]:
     """The Ids on which ``clients`` and ``targets`` disagree about the handler."""
     handlers = {client_id: entry["object"] for client_id, entry in app.clients.items()}
-    indexed = {client_id: target[0] for client_id, target in app.targets.items()}
+    indexed = {client_id: target[0].handler for client_id, target in app.targets.items()}
     return sorted(
         client_id
         for client_id in handlers.keys() | indexed.keys()
@@ -50,7 +51,7 @@ class TestTargets(ServerTestCase):
         def closing_write_frame(stream: Any, frame: memoryview) -> bool:
             # Now and then, close some client in the middle of a tick, as a takeover would.
             if app.targets and chance.random() < 0.02:
-                chance.choice(list(app.targets.values()))[0].close(1001, "closed mid-tick")
+                chance.choice(list(app.targets.values()))[0].handler.close(1001, "closed mid-tick")
             return write_frame(stream, frame)
 
         app.send_to_all, app.write_frame = checked_send_to_all, closing_write_frame
@@ -131,3 +132,30 @@ class TestAfterHandshake(ServerTestCase):
         self.assertIn("GET /websocket?Id=boom (127.0.0.1)", errors[0].getMessage())
         self.assertIn("remote_ip='127.0.0.1'", errors[0].getMessage())
         self.log.records.remove(errors[0])  # expected here
+
+
+class TestSlowThenFast(ServerTestCase):
+    interval = 5 * MS  # a client that never reads fills the socket buffers quickly
+    app_settings: ClassVar[dict[str, Any]] = {"slow_client_timeout": 60.0}
+
+    @gen_test
+    async def test_drained(self) -> None:
+        """A client that catches up after skipped ticks starts its slow-consumer count afresh."""
+        slow = await self.raw_connect("slow", rcvbuf=1)
+        handler = app.clients["slow"]["object"]
+        # As in test_slow_consumer: a small send buffer, so the stream queues within a few ticks.
+        handler.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        await self.wait_until(lambda: handler.undrained_since is not None, message="skipped")
+
+        async def read_on() -> None:
+            while await slow.read_frame() is not None:
+                pass
+
+        reading = asyncio.ensure_future(read_on())
+        try:
+            await self.wait_until(lambda: handler.undrained_since is None, message="drained")
+            ticks_sent = app.stats.ticks_sent
+            await self.wait_until(lambda: app.stats.ticks_sent > ticks_sent + 2)
+        finally:
+            reading.cancel()
+        self.assertEqual(app.stats.closed, {})
