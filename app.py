@@ -154,13 +154,11 @@ clients: dict[str, dict[str, Any]] = {}
 targets: dict[str, tuple[tornado.websocket.WebSocketProtocol, tornado.iostream.IOStream]] = {}
 
 
-def add_client(handler: MyWebSocketHandler) -> MyWebSocketHandler | None:
-    """Put a newly opened client in ``clients``; return the handler it replaces, if any."""
-    old = clients.get(handler.client_id)
+def add_client(handler: MyWebSocketHandler) -> None:
+    """Put a newly opened client in ``clients``, in the place of any with its Id."""
     clients[handler.client_id] = {"id": handler.client_id, "object": handler}
     connection = handler.ws_connection
     targets[handler.client_id] = (connection, connection.stream)  # type: ignore[union-attr]
-    return None if old is None else old["object"]
 
 
 def remove_client(handler: MyWebSocketHandler) -> None:
@@ -427,10 +425,11 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.tokens = float(self.settings["max_messages_per_second"])
         self.tokens_at = time.monotonic()
-        old = add_client(self)
+        old = clients.get(self.client_id)
         if old is not None:
             stats.closed["replaced"] += 1
-            old.close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
+            old["object"].close(CLOSE_REPLACED, "Replaced by a newer connection with the same Id")
+        add_client(self)
         log.info("Client %r connected (%d connected)", self.client_id, len(clients))
 
     def forget_handshake(self) -> None:
@@ -478,6 +477,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         return True
 
     def on_close(self) -> None:
+        # Remove our own entry only: after a takeover the Id belongs to the newer connection.
         remove_client(self)
         log.info(
             "Client %r left (code %r, reason %r; %d connected)",
