@@ -655,6 +655,7 @@ class ServerTestCase(AsyncHTTPTestCase):
         self.app_log_level = self.app_log.level
         self.app_log.setLevel(logging.INFO)
         app.clients.clear()
+        app.targets.clear()
         app.stats = app.Stats()
         super().setUp()
         self.connections: list[WebSocketClientConnection] = []
@@ -671,7 +672,13 @@ class ServerTestCase(AsyncHTTPTestCase):
                 connection.close()
             for raw in self.raw_clients:
                 raw.close()
+            # The tick's own index of the clients never drifts from the registry.
+            self.assertEqual(
+                {client_id: entry["object"] for client_id, entry in app.clients.items()},
+                {client_id: target[0].handler for client_id, target in app.targets.items()},
+            )
             app.clients.clear()
+            app.targets.clear()
             super().tearDown()
             # An exception nobody retrieved from a Future is only logged when it is collected.
             gc.collect()

@@ -1,0 +1,161 @@
+"""What a tick goes through (``app.targets``, beside ``clients``); what a connection keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import random
+import socket
+import weakref
+from typing import Any, ClassVar
+from unittest import mock
+
+from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
+from tornado.testing import gen_test
+
+import app
+
+
+def out_of_step() -> list[str]:
+    """The Ids on which ``clients`` and ``targets`` disagree about the handler."""
+    handlers = {client_id: entry["object"] for client_id, entry in app.clients.items()}
+    indexed = {client_id: target[0].handler for client_id, target in app.targets.items()}
+    return sorted(
+        client_id
+        for client_id in handlers.keys() | indexed.keys()
+        if handlers.get(client_id) is not indexed.get(client_id)
+    )
+
+
+class TestTargets(ServerTestCase):
+    interval = 2 * MS  # ticks run between, and during, every step of the churn
+    app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 1000}
+
+    @gen_test(timeout=60)
+    async def test_churn(self) -> None:
+        """After connects, takeovers, resets and closes in and between ticks, both hold the same."""
+        chance = random.Random(12)
+        drift: list[list[str]] = []
+        ticks = 0
+        send_to_all, write_frame = app.send_to_all, app.write_frame
+
+        def checked_send_to_all(text: str) -> None:
+            nonlocal ticks
+            send_to_all(text)
+            ticks += 1
+            if out_of_step():
+                drift.append(out_of_step())
+
+        def closing_write_frame(stream: Any, frame: memoryview) -> bool:
+            # Now and then, close some client in the middle of a tick, as a takeover would.
+            if app.targets and chance.random() < 0.02:
+                chance.choice(list(app.targets.values()))[0].handler.close(1001, "closed mid-tick")
+            return write_frame(stream, frame)
+
+        app.send_to_all, app.write_frame = checked_send_to_all, closing_write_frame
+        try:
+            raws = []
+            for step in range(120):
+                client_id = f"c{chance.randrange(6)}"  # few Ids, so many takeovers
+                action = chance.choice(("connect", "connect", "raw", "close", "reset", "binary"))
+                if action == "connect":
+                    self.keep_reading(await self.connect(client_id))
+                elif action == "raw" or not raws:
+                    raws.append(await self.raw_connect(client_id))
+                elif action == "close":
+                    raws.pop(chance.randrange(len(raws))).close()
+                elif action == "reset":
+                    raws.pop(chance.randrange(len(raws))).abort()
+                else:  # the server closes it (it takes no binary data); reset at the end
+                    with contextlib.suppress(OSError):  # unless the server has hung up already
+                        await chance.choice(raws).send_frame(BINARY, b"\0")
+                self.assertEqual(out_of_step(), [], f"step {step}: {action} {client_id}")
+                await asyncio.sleep(chance.random() * 5 * MS)
+            await self.wait_until(lambda: ticks >= 50, message="ticks during the churn")
+            for raw in raws:
+                raw.abort()
+            for connection in self.connections:
+                connection.close()
+            await self.wait_until(lambda: not app.clients, message="every client gone")
+        finally:
+            app.send_to_all, app.write_frame = send_to_all, write_frame
+        self.assertEqual(app.targets, {})
+        self.assertEqual(drift, [])
+        self.assertGreater(app.stats.closed["replaced"], 10)
+
+    @gen_test
+    async def test_nothing_after_close(self) -> None:
+        """Once the server has sent its close frame, no tick follows it on that connection."""
+        raw = await self.raw_connect("leaving")
+        await raw.read_frame()  # ticks are flowing
+        await raw.send_frame(BINARY, b"\0")
+        await asyncio.sleep(10 * self.interval)  # ticks that must not reach it
+        frames = await raw.read_until_close()
+        opcodes = [opcode for opcode, _ in frames]
+        self.assertIn(CLOSE, opcodes)
+        self.assertLessEqual(set(opcodes[: opcodes.index(CLOSE)]), {TEXT})
+        self.assertEqual(opcodes[opcodes.index(CLOSE) :], [CLOSE])
+        await self.wait_until(lambda: not app.clients)
+
+
+class TestAfterHandshake(ServerTestCase):
+    @gen_test
+    async def test_handshake_forgotten(self) -> None:
+        """An open connection keeps neither its HTTP connection nor the handshake's headers."""
+        held: list[Any] = []
+        forget = app.MyWebSocketHandler.forget_handshake
+
+        def watched_forget(handler: app.MyWebSocketHandler) -> None:
+            held.append(weakref.ref(handler.request.connection))
+            forget(handler)
+
+        with mock.patch.object(app.MyWebSocketHandler, "forget_handshake", watched_forget):
+            connection = await self.connect("light", headers={"User-Agent": "test"})
+        await self.read_ticks(connection, 2)
+        gc.collect()
+        self.assertEqual([ref() for ref in held], [None])
+        request = app.clients["light"]["object"].request
+        self.assertEqual((dict(request.headers), request.arguments), ({}, {}))
+
+    @gen_test
+    async def test_error_after_open(self) -> None:
+        """An exception after the handshake is still logged with the request it came from."""
+        connection = await self.connect("boom")
+        with mock.patch.object(app.MyWebSocketHandler, "take_token", side_effect=KeyError("x")):
+            await connection.write_message("hello")
+            await self.read_until_closed(connection)
+        await self.wait_until(lambda: not app.clients)
+        errors = [r for r in self.log.records if r.levelno >= logging.ERROR]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("GET /websocket?Id=boom (127.0.0.1)", errors[0].getMessage())
+        self.assertIn("remote_ip='127.0.0.1'", errors[0].getMessage())
+        self.log.records.remove(errors[0])  # expected here
+
+
+class TestSlowThenFast(ServerTestCase):
+    interval = 5 * MS  # a client that never reads fills the socket buffers quickly
+    app_settings: ClassVar[dict[str, Any]] = {"slow_client_timeout": 60.0}
+
+    @gen_test
+    async def test_drained(self) -> None:
+        """A client that catches up after skipped ticks starts its slow-consumer count afresh."""
+        slow = await self.raw_connect("slow", rcvbuf=1)
+        handler = app.clients["slow"]["object"]
+        # As in test_slow_consumer: a small send buffer, so the stream queues within a few ticks.
+        handler.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        await self.wait_until(lambda: handler.undrained_since is not None, message="skipped")
+
+        async def read_on() -> None:
+            while await slow.read_frame() is not None:
+                pass
+
+        reading = asyncio.ensure_future(read_on())
+        try:
+            await self.wait_until(lambda: handler.undrained_since is None, message="drained")
+            ticks_sent = app.stats.ticks_sent
+            await self.wait_until(lambda: app.stats.ticks_sent > ticks_sent + 2)
+        finally:
+            reading.cancel()
+        self.assertEqual(app.stats.closed, {})
