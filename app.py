@@ -180,12 +180,16 @@ def add_client(handler: MyWebSocketHandler) -> None:
     targets[handler.client_id] = (connection, connection.stream)  # type: ignore[union-attr]
 
 
-def remove_client(handler: MyWebSocketHandler) -> None:
-    """Take a closed client out of ``clients``, unless a newer one has taken over its Id."""
+def remove_client(handler: MyWebSocketHandler) -> bool:
+    """Take a closed client out of ``clients``, unless a newer one has taken over its Id;
+    say whether it was taken out."""
     entry = clients.get(handler.client_id)
-    if entry is not None and entry["object"] is handler:
-        del clients[handler.client_id]
-        del targets[handler.client_id]
+    if entry is None or entry["object"] is not handler:
+        return False
+    del clients[handler.client_id]
+    del targets[handler.client_id]
+    return True
+
 
 # The cluster engine (cluster.Cluster) with --redis, else None: the Id is unique in this process.
 cluster: Any = None
@@ -513,7 +517,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         # Remove our own entry only: after a takeover the Id belongs to the newer connection.
-        remove_client(self)
+        removed = remove_client(self)
         log.info(
             "Client %r left (code %r, reason %r; %d connected)",
             self.client_id,
@@ -521,7 +525,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             self.close_reason,
             len(clients),
         )
-        if cluster is not None and entry is not None and entry["object"] is self:
+        if cluster is not None and removed:
             cluster.release(self.client_id)
 
     def send_frame(self, frame: bytes, now: float) -> bool:
@@ -567,7 +571,14 @@ def write_frame(stream: tornado.iostream.IOStream, frame: memoryview) -> bool:
 def send_to_all(text: str) -> None:
     """Send one tick to every client. Runs on the IOLoop's thread, called via add_callback."""
     started = time.perf_counter()
-    frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
+    sent = write_to_all(encode_text_frame(text))  # encoded once, the same bytes for everyone
+    stats.ticks += 1
+    stats.ticks_sent += sent
+    stats.fanout_ms.append((time.perf_counter() - started) * 1000)
+
+
+def write_to_all(frame: bytes) -> int:
+    """Write an encoded frame to every open client; return how many it went to."""
     view = memoryview(frame)
     now = time.monotonic()
     sent = 0
@@ -578,9 +589,7 @@ def send_to_all(text: str) -> None:
             sent += connection.handler.send_frame(frame, now)  # the slow-consumer rule
         else:
             sent += write_frame(stream, view)
-    stats.ticks += 1
-    stats.ticks_sent += sent
-    stats.fanout_ms.append((time.perf_counter() - started) * 1000)
+    return sent
 
 
 def count_late_ticks(missed: int) -> None:
@@ -589,14 +598,7 @@ def count_late_ticks(missed: int) -> None:
 
 def deliver_to_all(text: str) -> int:
     """Write a pushed ``text`` to every client as a tick is written; return how many got it."""
-    frame = encode_text_frame(text)  # encoded once, the same bytes for everyone
-    now = time.monotonic()
-    sent = 0
-    for entry in list(clients.values()):
-        handler = entry["object"]
-        connection = handler.ws_connection
-        if connection is not None and not connection.is_closing():
-            sent += handler.send_frame(frame, now)
+    sent = write_to_all(encode_text_frame(text))
     stats.pushed += sent
     return sent
 
