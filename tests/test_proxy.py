@@ -260,16 +260,21 @@ def test_forged_address(args, forged, seen, start_server) -> None:
     assert server.wait_for_log(r"200 GET /stats \(([^)]*)\)").group(1) == seen
 
 
+def minimal_front(server, port: int, start_nginx, certificate) -> Any:
+    """Put nginx's minimal WebSocket example on ``port`` in front of ``server``; return it."""
+    site = MINIMAL_SITE.format(
+        port=port, certificate=certificate[0], key=certificate[1], upstream=server.port
+    )
+    start_nginx(site)
+    return server
+
+
 def test_minimal_example(tls_context, start_server, start_nginx, certificate) -> None:
     """Behind nginx's minimal example the 403's first log line names Origin, Host and the fix."""
     from playwright.sync_api import expect
 
     port = free_port()
-    server = start_server()
-    site = MINIMAL_SITE.format(
-        port=port, certificate=certificate[0], key=certificate[1], upstream=server.port
-    )
-    start_nginx(site)
+    server = minimal_front(start_server(), port, start_nginx, certificate)
     page = tls_context.new_page()
     page.goto(f"https://127.0.0.1:{port}/?Id=minimal&backoff=5")
     expect(page.get_by_role("status")).to_contain_text("1006 could not connect")
@@ -298,10 +303,7 @@ def test_minimal_example_allowed(tls_context, start_server, start_nginx, certifi
 
     port = free_port()
     server = start_server(f"--allowed_origins=https://127.0.0.1:{port}", "--interval=0.05")
-    site = MINIMAL_SITE.format(
-        port=port, certificate=certificate[0], key=certificate[1], upstream=server.port
-    )
-    start_nginx(site)
+    minimal_front(server, port, start_nginx, certificate)
     page = tls_context.new_page()
     page.goto(f"https://127.0.0.1:{port}/?Id=allowed")
     expect(page.get_by_role("status")).to_have_text("Connected")
