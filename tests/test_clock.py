@@ -21,18 +21,19 @@ def local_zone(tz: str | None) -> Iterator[None]:
     """Run the block with the process's TZ set to ``tz`` (None: unset), then put it back."""
     before = os.environ.get("TZ")
     try:
-        if tz is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = tz
-        time.tzset()
+        set_zone(tz)
         yield
     finally:
-        if before is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = before
-        time.tzset()
+        set_zone(before)
+
+
+def set_zone(tz: str | None) -> None:
+    """Set this process's TZ (None: unset it) and make the C library read it again."""
+    if tz is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = tz
+    time.tzset()
 
 
 @pytest.mark.parametrize(
