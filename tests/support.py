@@ -88,6 +88,13 @@ def ws_url(port: int, client_id: str | None) -> str:
     return f"ws://127.0.0.1:{port}/websocket{query}"
 
 
+async def hang_up(connection: WebSocketClientConnection) -> None:
+    """Close an open connection and wait for the server's answer, so no socket outlives the loop."""
+    connection.close()
+    while await asyncio.wait_for(connection.read_message(), TIMEOUT) is not None:
+        pass
+
+
 def get_json(url: str) -> Any:
     """GET ``url`` and decode its JSON body (blocking: for tests that drive a child process)."""
     with urllib.request.urlopen(url, timeout=TIMEOUT * 5) as response:

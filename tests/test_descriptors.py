@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import MS, TIMEOUT, get_json
+from support import MS, TIMEOUT, get_json, hang_up
 from tornado.websocket import websocket_connect
 
 import app
@@ -113,9 +113,9 @@ async def episode(server: Any) -> dict[str, Any]:
         except (ConnectionError, OSError):
             await asyncio.sleep(50 * MS)
     after = await asyncio.to_thread(get_json, server.url + "/stats")
-    good.close()
+    good.close()  # the reading task sees the end of it below
     if recovered is not None:
-        recovered.close()
+        await hang_up(recovered)
     await asyncio.wait_for(reading, TIMEOUT)
     return {
         "outcomes": outcomes,

@@ -8,7 +8,7 @@ import statistics
 from typing import Any
 
 import pytest
-from support import MS, TIMEOUT, boundary_index, free_port, gaps
+from support import MS, TIMEOUT, boundary_index, free_port, gaps, hang_up
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
@@ -32,8 +32,8 @@ def test_ticks(minimal: Any) -> None:
         first = await websocket_connect(minimal.ws_url("first"))
         second = await websocket_connect(minimal.ws_url("second"))
         ticks = [await read(first) for _ in range(8)], [await read(second) for _ in range(8)]
-        first.close()
-        second.close()
+        await hang_up(first)
+        await hang_up(second)
         return ticks
 
     first, second = asyncio.run(scenario())
@@ -66,10 +66,10 @@ def test_same_id(minimal: Any) -> None:
         await read(older)
         newer = await websocket_connect(minimal.ws_url("kitchen"))
         await read(newer)
-        older.close()
+        await hang_up(older)
         await asyncio.sleep(3 * INTERVAL)  # time for the older one's on_close to run
         ticks = [await read(newer) for _ in range(3)]
-        newer.close()
+        await hang_up(newer)
         return ticks
 
     assert None not in asyncio.run(scenario())
@@ -82,7 +82,7 @@ def test_ctrl_c(minimal: Any) -> None:
         connection = await websocket_connect(minimal.ws_url("a"))
         await connection.write_message("line one\nline two")
         await read(connection)
-        connection.close()
+        await hang_up(connection)
 
     asyncio.run(scenario())
     minimal.wait_for_log(r"Message from 'a': 'line one\\nline two'")

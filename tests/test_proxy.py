@@ -24,6 +24,7 @@ from support import (
     ServerProcess,
     ServerTestCase,
     free_port,
+    hang_up,
     need_chromium,
 )
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -107,13 +108,6 @@ async def ws_connect(
     """Open a WebSocket, over TLS with the test's self-signed certificate if wss."""
     request = HTTPRequest(url, headers=headers, validate_cert=False, network_interface=source)
     return await websocket_connect(request)
-
-
-async def hang_up(connection: WebSocketClientConnection) -> None:
-    """Close an open connection and wait for the server's answer, so no socket outlives the loop."""
-    connection.close()
-    while await connection.read_message() is not None:
-        pass
 
 
 @pytest.fixture

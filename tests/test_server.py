@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import tornado.iostream
-from support import MS, TICK, ServerTestCase, boundary_index
+from support import MS, TICK, ServerTestCase, boundary_index, hang_up
 from tornado.httpclient import HTTPClientError
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -305,7 +305,7 @@ def test_churn(start_server: Any) -> None:
         while not churned.done():
             ticks.append(await steady.read_message())
         ticks += [await steady.read_message() for _ in range(3)]
-        steady.close()
+        await hang_up(steady)
         return ticks, churned.result(), time.monotonic() - started
 
     ticks, churned, elapsed = asyncio.run(scenario())
