@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ServerTestCase
+from support import ServerTestCase, hang_up
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -79,9 +79,7 @@ def test_allowed_origins_option(start_server) -> None:
             connection = await websocket_connect(request)
         except HTTPClientError as error:
             return error.code
-        connection.close()
-        while await connection.read_message() is not None:
-            pass
+        await hang_up(connection)
         return 101
 
     async def main() -> dict[str, int]:

@@ -10,7 +10,7 @@ import re
 import time
 from typing import Any
 
-from support import MS, TIMEOUT, ServerTestCase, get_json
+from support import MS, TIMEOUT, ServerTestCase, get_json, hang_up
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 
@@ -79,9 +79,7 @@ async def load(server: Any) -> tuple[collections.Counter[str], float, dict[str, 
     )
     elapsed = time.monotonic() - started
     stats = await asyncio.to_thread(get_json, server.url + "/stats")
-    good.close()
-    while await asyncio.wait_for(good.read_message(), TIMEOUT) is not None:
-        pass  # ticks still on their way, then the close
+    await hang_up(good)
     return sent, elapsed, stats
 
 
