@@ -438,24 +438,23 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         # Tornado's own check admits a page served by this server (its origin matches Host).
-        ok = (
+        if (
             super().check_origin(origin)
             or origin_key(origin) in self.settings["allowed_origin_keys"]
+        ):
+            return True
+        stats.refused["origin"] += 1
+        # Behind a proxy that rewrites Host (nginx's own example does), the page's origin
+        # never matches it: say so in the first line the operator reads.
+        log.warning(
+            "Refused a connection from origin %r: it does not match Host %r. If the page "
+            "comes through a proxy, pass the Host header on (nginx: proxy_set_header Host "
+            "$http_host;) or allow that origin with --allowed_origins=...",
+            origin[:200],
+            self.request.headers.get("Host", "")[:200],
         )
-        if not ok:
-            stats.refused["origin"] += 1
-            # Behind a proxy that rewrites Host (nginx's own example does), the page's origin
-            # never matches it: say so in the first line the operator reads.
-            log.warning(
-                "Refused a connection from origin %r: it does not match Host %r. If the page "
-                "comes through a proxy, pass the Host header on (nginx: proxy_set_header Host "
-                "$http_host;) or allow that origin with --allowed_origins=...",
-                origin[:200],
-                self.request.headers.get("Host", "")[:200],
-            )
-            # Raised rather than returning False, so that the 403 carries a reason of its own.
-            raise tornado.web.HTTPError(403, reason=ORIGIN_REFUSED)
-        return ok
+        # Raised rather than returning False, so that the 403 carries a reason of its own.
+        raise tornado.web.HTTPError(403, reason=ORIGIN_REFUSED)
 
     def open(self) -> None:
         self.forget_handshake()
