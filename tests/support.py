@@ -33,9 +33,10 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+from unittest import mock
 from urllib.parse import quote
 
 import pytest
@@ -618,6 +619,31 @@ def tick_slots(texts: Iterable[str], interval: float) -> list[int]:
 def gaps(slots: list[int]) -> list[tuple[int, int]]:
     """The pairs of consecutive slots that are not one apart."""
     return [(a, b) for a, b in zip(slots, slots[1:]) if b - a != 1]
+
+
+@contextlib.contextmanager
+def recording_sends(port: int) -> Iterator[list[tuple[int, bytes]]]:
+    """Record what the server on ``port`` sends to its clients, with the thread that sent it.
+
+    The tick's loop sends on the socket itself and Tornado's IOStream does the same, so patching
+    ``socket.send()`` sees every byte. Other sockets of the process (test clients, the loop's
+    wake-up pipe, which the SendThread writes to) are left out by their local port.
+    """
+    sends: list[tuple[int, bytes]] = []
+    original = socket.socket.send
+
+    def recording_send(sock: socket.socket, data: Any, *flags: int) -> int:
+        if sock.family == socket.AF_INET and sock.getsockname()[1] == port:
+            sends.append((threading.get_ident(), bytes(data)))
+        return original(sock, data, *flags)
+
+    with mock.patch.object(socket.socket, "send", recording_send):
+        yield sends
+
+
+def server_text_frames(sends: Iterable[tuple[int, bytes]]) -> list[str]:
+    """The texts of the short, unmasked text frames among ``sends``: what a server writes."""
+    return [data[2:].decode() for _, data in sends if data[:1] == b"\x81" and data[1] < 126]
 
 
 class RecordingHandler(logging.Handler):

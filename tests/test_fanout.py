@@ -48,11 +48,11 @@ class TestTargets(ServerTestCase):
             if out_of_step():
                 drift.append(out_of_step())
 
-        def closing_write_frame(stream: Any, frame: memoryview) -> bool:
+        def closing_write_frame(stream: Any, sock: socket.socket, frame: memoryview) -> bool:
             # Now and then, close some client in the middle of a tick, as a takeover would.
             if app.targets and chance.random() < 0.02:
                 chance.choice(list(app.targets.values()))[0].handler.close(1001, "closed mid-tick")
-            return write_frame(stream, frame)
+            return write_frame(stream, sock, frame)
 
         app.send_to_all, app.write_frame = checked_send_to_all, closing_write_frame
         try:

@@ -8,8 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import tornado.iostream
-from support import TICK, ServerProcess, ServerTestCase, post_push
+from support import (
+    TICK,
+    ServerProcess,
+    ServerTestCase,
+    post_push,
+    recording_sends,
+    server_text_frames,
+)
 from tornado.testing import gen_test
 
 import app
@@ -47,30 +53,24 @@ class TestPush(ServerTestCase):
     @gen_test
     async def test_written_like_a_tick(self) -> None:
         """A pushed text is written by the loop's thread through ``send_frame``, as ticks are."""
-        writers: set[int] = set()
         frames: list[bytes] = []
-        original_write = tornado.iostream.IOStream.write_to_fd
         original_send = app.MyWebSocketHandler.send_frame
-
-        def recording_write(stream: Any, data: memoryview) -> int:
-            writers.add(threading.get_ident())
-            return original_write(stream, data)
 
         def recording_send(handler: Any, frame: bytes, now: float) -> bool:
             frames.append(frame)
             return original_send(handler, frame, now)
 
-        tornado.iostream.IOStream.write_to_fd = recording_write  # type: ignore[method-assign]
         app.MyWebSocketHandler.send_frame = recording_send  # type: ignore[method-assign]
         try:
             received = self.keep_reading(await self.connect("target"))
-            await self.push({"Id": "target", "message": "pushed"})
-            await self.wait_until(lambda: "pushed" in received)
+            with recording_sends(self.get_http_port()) as sends:
+                await self.push({"Id": "target", "message": "pushed"})
+                await self.wait_until(lambda: "pushed" in received)
         finally:
-            tornado.iostream.IOStream.write_to_fd = original_write  # type: ignore[method-assign]
             app.MyWebSocketHandler.send_frame = original_send  # type: ignore[method-assign]
         assert app.encode_text_frame("pushed") in frames
-        assert writers == {threading.get_ident()}
+        assert "pushed" in server_text_frames(sends)
+        assert {thread for thread, _ in sends} == {threading.get_ident()}
 
     @gen_test
     async def test_skips_slow_client(self) -> None:

@@ -9,6 +9,7 @@ import inspect
 import io
 import logging
 import signal
+import socket
 import threading
 import time
 import types
@@ -16,7 +17,15 @@ from typing import Any
 
 import pytest
 import tornado.iostream
-from support import MS, TICK, ServerTestCase, boundary_index, hang_up
+from support import (
+    MS,
+    TICK,
+    ServerTestCase,
+    boundary_index,
+    hang_up,
+    recording_sends,
+    server_text_frames,
+)
 from tornado.httpclient import HTTPClientError
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -39,22 +48,13 @@ class TestPush(ServerTestCase):
     @gen_test
     async def test_writes_on_loop_thread(self) -> None:
         """Every byte sent to a client, ticks included, is written by the IOLoop's thread."""
-        writers: set[int] = set()
-        original = tornado.iostream.IOStream.write_to_fd
-
-        def recording_write(stream: Any, data: memoryview) -> int:
-            writers.add(threading.get_ident())
-            return original(stream, data)
-
-        tornado.iostream.IOStream.write_to_fd = recording_write  # type: ignore[method-assign]
-        try:
+        with recording_sends(self.get_http_port()) as sends:
             connections = [await self.connect(f"c{n}") for n in range(3)]
             for connection in connections:
                 await self.read_ticks(connection, 3)
-        finally:
-            tornado.iostream.IOStream.write_to_fd = original  # type: ignore[method-assign]
-        assert app.stats.ticks_sent >= 9
-        assert writers == {threading.get_ident()}
+        ticks = [datetime.datetime.fromisoformat(text) for text in server_text_frames(sends)]
+        assert len(ticks) >= 9
+        assert {thread for thread, _ in sends} == {threading.get_ident()}
 
     @gen_test
     async def test_thread_never_touches_clients(self) -> None:
@@ -169,13 +169,35 @@ class TestSendFrame(ServerTestCase):
 
     @gen_test
     async def test_tornado_internals(self) -> None:
-        """The connection's IOStream still has writing(), write_to_fd(data), write(data)."""
-        await self.connect("a")
-        stream = app.clients["a"]["object"].ws_connection.stream
-        assert isinstance(stream, tornado.iostream.IOStream)
-        assert list(inspect.signature(stream.write_to_fd).parameters) == ["data"]
+        """What the tick's loop reads of Tornado's objects is there and means what it expects."""
+        reader = await self.connect("a")
+        handler = app.clients["a"]["object"]
+        connection, stream, sock = app.targets["a"]
+        assert (connection, stream, sock) == (
+            handler.ws_connection,
+            connection.stream,
+            stream.socket,
+        )
+        assert type(stream) is tornado.iostream.IOStream  # plain TCP: send() on its socket is right
         assert list(inspect.signature(stream.write).parameters) == ["data"]
-        assert stream.writing() is False
+
+        def pending() -> bool:
+            # As write_to_all reads it; writing() is Tornado's public spelling.
+            assert (stream._total_write_index != stream._total_write_done_index) is stream.writing()
+            return stream.writing()
+
+        assert not pending()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        assert handler.send_frame(app.encode_text_frame("ü" * 600_000), time.monotonic())
+        assert pending()  # the rest of the frame is queued in the stream
+        assert await self.next_message(reader) == "ü" * 600_000
+        await self.wait_until(lambda: not pending(), message="the stream drained")
+        assert connection.server_terminated is False
+        handler.close(1000)
+        assert connection.server_terminated is True  # set as the close frame goes out
+        await self.wait_until(lambda: not app.clients)
+        with pytest.raises(OSError):
+            sock.send(b"x")  # the socket kept in targets refuses a send once closed
 
     @gen_test
     async def test_frames_read_back(self) -> None:
