@@ -537,6 +537,8 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         # Below Tornado's public API (hence tornado<7): one frame built once for everyone, one
         # system call per client. Any message meant for one client goes out with write_message.
         stream = self.ws_connection.stream  # type: ignore[union-attr]
+        if stream.closed():
+            return False  # the connection has not noticed yet; on_close() follows
         if stream.writing():
             # Only the newest time matters, so never queue a second tick behind the first.
             stats.ticks_skipped_slow += 1

@@ -8,6 +8,7 @@ import gc
 import logging
 import random
 import socket
+import time
 import weakref
 from typing import Any, ClassVar
 from unittest import mock
@@ -98,6 +99,36 @@ class TestTargets(ServerTestCase):
         self.assertLessEqual(set(opcodes[: opcodes.index(CLOSE)]), {TEXT})
         self.assertEqual(opcodes[opcodes.index(CLOSE) :], [CLOSE])
         await self.wait_until(lambda: not app.clients)
+
+
+class TestClosedUnderneath(ServerTestCase):
+    interval = 60.0  # no tick of its own: the test calls send_to_all itself
+
+    @gen_test
+    async def test_idle_stream_closed(self) -> None:
+        """A tick between a stream's close and its connection's noticing it goes to the others."""
+        await self.tick_after_close(pending=False)
+
+    @gen_test
+    async def test_busy_stream_closed(self) -> None:
+        """The same, for a stream that still had bytes queued when it closed."""
+        await self.tick_after_close(pending=True)
+
+    async def tick_after_close(self, pending: bool) -> None:
+        await self.raw_connect("gone", rcvbuf=4096)  # never reads
+        steady = self.keep_reading(await self.connect("steady"))
+        handler = app.clients["gone"]["object"]
+        connection, stream, sock = app.targets["gone"]
+        if pending:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            handler.send_frame(app.encode_text_frame("x" * 200_000), time.monotonic())
+            self.assertTrue(stream.writing())
+        stream.close()  # as a read error would; the connection hears of it a moment later
+        self.assertFalse(connection.server_terminated)
+        app.send_to_all("2001-01-01 00:00:00")  # that moment
+        await self.wait_until(lambda: "2001-01-01 00:00:00" in steady)
+        await self.wait_until(lambda: "gone" not in app.clients)
+        self.assertEqual(app.stats.ticks_sent, 1)
 
 
 class TestAfterHandshake(ServerTestCase):
