@@ -17,40 +17,22 @@ ticks), in wall time and in CPU time.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
+import checks
 import floor_server
-from loadgen import LoadGenerators, raise_file_limit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "floor-check.json"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=10_000)
-    parser.add_argument("--ticks", type=int, default=20)
-    parser.add_argument("--interval", type=float, default=0.5, help="seconds between ticks")
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    os.sched_setaffinity(0, {0})
-    raise_file_limit()
+    args = checks.setup(__doc__, ticks=20, interval=0.5, results=RESULTS)
     floor = floor_server.FloorServer(0, args.interval)
-    port = floor.listener.getsockname()[1]
-    generators = LoadGenerators(
-        port,
-        args.clients,
-        interval=args.interval,
-        rate=2000,
-        per_process=5000,
-        max_seconds=300,
-        cpu=1,
-    )
+    generators = checks.start_clients(floor.listener.getsockname()[1], args)
     try:
         deadline = time.monotonic() + generators.connect_seconds
         while len(floor.clients) < args.clients and time.monotonic() < deadline:
@@ -80,12 +62,9 @@ def main() -> None:
         for name in ("bare", "floor"):
             per_send = statistics.median(times[f"{name}_{clock}"]) * 1000 / len(socks)
             result[f"{name}_{clock}_us_per_send"] = round(per_send, 2)
-        ratios = [f / b for f, b in zip(times[f"floor_{clock}"], times[f"bare_{clock}"])]
-        result[f"floor/bare_{clock}"] = {
-            "median": round(statistics.median(ratios), 3),
-            "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3),
-        }
+        result[f"floor/bare_{clock}"] = checks.ratio_range(
+            times[f"floor_{clock}"], times[f"bare_{clock}"]
+        )
     args.json.write_text(json.dumps({**result, "ms": times}, indent=1) + "\n")
     print(json.dumps(result))
 

@@ -23,15 +23,14 @@ import argparse
 import asyncio
 import datetime
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import checks
 import tornado.httpserver
 import tornado.netutil
-from loadgen import LoadGenerators, raise_file_limit
 
 import app  # installed with the project: pip install -e '.[bench]'
 
@@ -80,15 +79,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(application)
     server.add_sockets(sockets)
-    generators = LoadGenerators(
-        sockets[0].getsockname()[1],
-        args.clients,
-        interval=args.interval,
-        rate=2000,
-        per_process=5000,
-        max_seconds=300,
-        cpu=1,
-    )
+    generators = checks.start_clients(sockets[0].getsockname()[1], args)
     try:
         connected = await asyncio.to_thread(generators.read, "connected")
         opened = sum(message["open"] for message in connected)
@@ -120,27 +111,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         result[f"{name}_cpu_us_per_client"] = round(
             statistics.median(cpu_ms[name]) * 1000 / len(socks), 2
         )
-    for name in ("app", "calls"):
-        ratios = [a / b for a, b in zip(cpu_ms[name], cpu_ms["bare"])]
-        result[f"{name}/bare"] = {
-            "median": round(statistics.median(ratios), 3),
-            "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3),
-        }
-    ratios = [a / b for a, b in zip(cpu_ms["app"], cpu_ms["calls"])]
-    result["app/calls"] = {"median": round(statistics.median(ratios), 3)}
+    for name, other in (("app", "bare"), ("calls", "bare"), ("app", "calls")):
+        result[f"{name}/{other}"] = checks.ratio_range(cpu_ms[name], cpu_ms[other])
     return {**result, "cpu_ms": cpu_ms}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=10_000)
-    parser.add_argument("--ticks", type=int, default=40)
-    parser.add_argument("--interval", type=float, default=0.3, help="seconds between ticks")
-    parser.add_argument("--json", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    os.sched_setaffinity(0, {0})
-    raise_file_limit()
+    args = checks.setup(__doc__, ticks=40, interval=0.3, results=RESULTS)
     result = asyncio.run(measure(args))
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({key: value for key, value in result.items() if key != "cpu_ms"}))
