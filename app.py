@@ -533,9 +533,10 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             cluster.release(self.client_id)
 
     def send_frame(self, frame: bytes, now: float) -> bool:
-        """Write an encoded tick and say whether it went; skip it if the last is still unread."""
+        """Write an encoded frame (a tick or a push) and say whether it went; skip it if the
+        last one is still unread."""
         # Below Tornado's public API (hence tornado<7): one frame built once for everyone, one
-        # system call per client. Any message meant for one client goes out with write_message.
+        # system call per client. A push to one client comes this way too, to be skipped alike.
         stream = self.ws_connection.stream  # type: ignore[union-attr]
         if stream.closed():
             return False  # the connection has not noticed yet; on_close() follows
@@ -1158,10 +1159,10 @@ def main(argv: list[str] | None = None) -> None:
         check_redis()
     if options.processes == 1:
         asyncio.run(serve(app))
-        limit.flush()
     else:
         check_processes()
-        serve_processes(app, options.processes)
+        serve_processes(app, options.processes)  # returns in each worker, once it has stopped
+    limit.flush()
 
 
 def check_redis() -> None:
