@@ -459,6 +459,7 @@ class Cluster:
         None when nobody received it or every answer was None (the client was not there).
         """
         request = next(self.requests)
+        to_all = channel == PREFIX + "all"
         replies: list[int | None] = []
         arrived = asyncio.Event()
         self.replies[request] = replies, arrived
@@ -466,7 +467,7 @@ class Cluster:
             receivers = await self.publish(
                 channel, {**message, "from": self.node, "request": request}
             )
-            if channel == PREFIX + "all":
+            if to_all:
                 receivers -= 1  # this node, which has delivered already
             deadline = time.monotonic() + self.timeout
             while len(replies) < receivers and self.up:
@@ -476,6 +477,6 @@ class Cluster:
                 except asyncio.TimeoutError:
                     break  # a node that did not answer in time counts as reaching nobody
             found = [reached for reached in replies if reached is not None]
-            return sum(found) if found or channel.endswith(":all") else None
+            return sum(found) if found or to_all else None
         finally:
             del self.replies[request]

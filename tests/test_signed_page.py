@@ -30,13 +30,19 @@ def shown_id(page: Page) -> str:
     return page.locator("#client-id").text_content() or ""
 
 
+def open_connected(page: Page, url: str) -> str:
+    """Load the page at ``url``; return the Id it shows once it has connected."""
+    page.goto(url)
+    client_id = shown_id(page)
+    expect(status(page)).to_have_text("Connected")
+    return client_id
+
+
 def test_signed_page_ticks(start_server, new_page):
     """The page shows the Id the server handed out, not its ?Id=, ticks, and keeps it on reload."""
     server = start_server(*SIGNED)
     page = new_page()
-    page.goto(f"{server.url}/?Id=somebody")
-    client_id = shown_id(page)
-    expect(status(page)).to_have_text("Connected")
+    client_id = open_connected(page, f"{server.url}/?Id=somebody")
     expect(page.locator("#clock-raw")).to_have_text(PUSHED)
     server.wait_for_log(f"Client '{client_id}' connected")
     assert page.evaluate("document.cookie") == ""  # HttpOnly: out of the page's scripts' reach
@@ -51,21 +57,15 @@ def test_tabs_share_signed_id(start_server, new_page):
     """A second tab of the same browser takes the Id over; another browser cannot."""
     server = start_server(*SIGNED)
     first = new_page()
-    first.goto(f"{server.url}/?{FAST_RETRY}")
-    client_id = shown_id(first)
-    expect(status(first)).to_have_text("Connected")
+    client_id = open_connected(first, f"{server.url}/?{FAST_RETRY}")
 
     # Another browser asking for that Id by name gets an Id of its own and leaves the first be.
     stranger = new_page()
-    stranger.goto(f"{server.url}/?Id={client_id}&{FAST_RETRY}")
-    assert shown_id(stranger) != client_id
-    expect(status(stranger)).to_have_text("Connected")
+    assert open_connected(stranger, f"{server.url}/?Id={client_id}&{FAST_RETRY}") != client_id
     expect(status(first)).to_have_text("Connected")
 
     second = new_page(tab_of=first)
-    second.goto(f"{server.url}/?{FAST_RETRY}")
-    assert shown_id(second) == client_id
-    expect(status(second)).to_have_text("Connected")
+    assert open_connected(second, f"{server.url}/?{FAST_RETRY}") == client_id
     expect(status(first)).to_have_text(
         "Closed: 4000 Replaced by a newer connection with the same Id · not reconnecting"
     )
