@@ -452,6 +452,23 @@ def table(text: str, first_header: set[str]) -> list[list[str]]:
     return matching[0][1:]
 
 
+def section(text: str, title: str) -> str:
+    """The part of ``text`` under the heading ``title``, up to the next heading as high."""
+    lines = text.splitlines()
+    starts = []
+    in_code = False
+    for index, line in enumerate(lines):
+        if FENCE.fullmatch(line.strip()):
+            in_code = not in_code
+        elif not in_code and (found := HEADING.fullmatch(line)):
+            starts.append((index, len(found.group(1)), found.group(2)))
+    matching = [(index, level) for index, level, heading in starts if heading == title]
+    assert len(matching) == 1, f"expected one heading {title!r}, found {len(matching)}"
+    first, level = matching[0]
+    ends = [index for index, other, _ in starts if index > first and other <= level]
+    return "\n".join(lines[first + 1 : ends[0] if ends else len(lines)])
+
+
 def plain(cell: str) -> str:
     return cell.strip().strip("`")
 
@@ -517,7 +534,7 @@ def test_readme_close_codes_match_constants() -> None:
 
 def test_readme_statuses_match_refusals() -> None:
     """Every HTTP status the server raises has a row in the README: the statuses of /push in
-    the table after the one for the handshake and the other requests."""
+    the section on push, the others in the one on refusals."""
     push: set[int] = set()
     other = {403}  # also Tornado's own answer when check_origin() says no
     for path in server_modules():
@@ -532,12 +549,11 @@ def test_readme_statuses_match_refusals() -> None:
                     and isinstance(node.args[0], ast.Constant)
                 ):
                     (push if cls.name == "PushHandler" else other).add(node.args[0].value)
-    found = [
-        rows[1:] for rows in tables(README.read_text(encoding="utf-8")) if rows[0][0] == "status"
-    ]
-    assert len(found) == 2, "expected two tables headed 'status': requests, then /push"
-    assert {int(plain(row[0])) for row in found[0]} == other
-    assert {int(plain(row[0])) for row in found[1]} == push
+    readme = README.read_text(encoding="utf-8")
+    requests = table(section(readme, "What the server refuses, and how it says so"), {"status"})
+    pushes = table(section(readme, "Several processes, several machines, and push"), {"status"})
+    assert {int(plain(row[0])) for row in requests} == other
+    assert {int(plain(row[0])) for row in pushes} == push
 
 
 @pytest.mark.parametrize("language", WALKTHROUGHS)
