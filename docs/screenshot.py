@@ -1,7 +1,12 @@
-"""Take docs/screenshot.png: the real server, its page in headless Chromium, after a tick.
+"""Take a screenshot of the page: the real server, its page in headless Chromium, after a tick.
 
-    python docs/screenshot.py                      # 1280x800, light
+    python docs/screenshot.py                      # 1280x800, light, to a new file here
+    python docs/screenshot.py --output docs/screenshot.png    # replace the README's picture
     python docs/screenshot.py --width 390 --height 844 --color-scheme dark -o /tmp/phone.png
+
+Without ``--output`` it writes ``screenshot.png`` in the current directory, or
+``screenshot-2.png`` and so on if that is taken, and never replaces a file; it prints the
+path it wrote. ``--output`` replaces the file it names.
 
 Needs Chromium (``apt-get install chromium``) and the ``playwright`` package; Playwright's own
 browser download is not used.
@@ -27,8 +32,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--color-scheme", choices=["light", "dark"], default="light")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the file to write, replaced if it exists"
+    )
     args = parser.parse_args()
+    if args.output is not None and not args.output.parent.is_dir():
+        parser.error(f"no directory {args.output.parent} to write {args.output.name} in")
 
     server = ServerProcess("--interval=1")
     try:
@@ -49,11 +58,29 @@ def main() -> None:
             expect(page.locator("#skew")).to_have_text(re.compile(r"^Your clock is "), timeout=8000)
             # Sending scrolled the page to the button: show it from the top, all of it.
             page.evaluate("window.scrollTo(0, 0)")
-            page.screenshot(path=args.output, animations="disabled", full_page=True)
+            png = page.screenshot(animations="disabled", full_page=True)
             browser.close()
     finally:
         server.stop()
-    print(f"wrote {args.output}")
+    if args.output is None:
+        output = write_new(png)
+    else:
+        output = args.output
+        output.write_bytes(png)
+    print(f"wrote {output.resolve()}")
+
+
+def write_new(data: bytes) -> Path:
+    """Write ``data`` to a file in the current directory that did not exist; return its path."""
+    number = 1
+    while True:
+        path = Path("screenshot.png" if number == 1 else f"screenshot-{number}.png")
+        try:
+            with path.open("xb") as file:  # "x" fails rather than replace a file
+                file.write(data)
+            return path
+        except FileExistsError:
+            number += 1
 
 
 if __name__ == "__main__":
