@@ -1,7 +1,10 @@
-"""Behind nginx: the shipped deploy/nginx.conf with TLS, the origin check, client addresses.
+"""Behind nginx: the shipped deploy/nginx.conf with TLS, the origin check, client addresses,
+and the layout docs/deploy.md sets up: two processes of the systemd unit sharing one Redis.
 
 The nginx tests run Debian's nginx with deploy/nginx.conf itself: only the lines it marks
-"# CHANGE" are filled in (ports, upstreams, the certificate), by ``fill_site`` below.
+"# CHANGE" are filled in (ports, upstreams, the certificate), by ``fill_site`` below. The app
+processes of that layout get the options of deploy/tornado-time-push.service and the variables
+of deploy/tornado-time-push.env, expanded as systemd does, by ``unit_options`` below.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http.client
+import json
 import re
 import shlex
 from collections.abc import Coroutine, Iterator
@@ -19,10 +23,14 @@ import pytest
 from support import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    MS,
     TIMEOUT,
     NginxProcess,
+    Reader,
+    RedisProcess,
     ServerProcess,
     ServerTestCase,
+    closing,
     free_port,
     hang_up,
     need_chromium,
@@ -37,6 +45,9 @@ import app
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "deploy" / "nginx.conf"
 UNIT = ROOT / "deploy" / "tornado-time-push.service"
+ENV_FILE = ROOT / "deploy" / "tornado-time-push.env"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+TOKEN = "proxy-token-41b7"
 
 # A directive the user changes: `name value;  # CHANGE ...`
 CHANGE = re.compile(
@@ -331,15 +342,118 @@ def test_spread(start_server, front) -> None:
     assert run(visit()) == app.CLOSE_REPLACED
 
 
+def env_file() -> dict[str, str]:
+    """The variables deploy/tornado-time-push.env sets, comments and blank lines left out."""
+    lines = [line.strip() for line in ENV_FILE.read_text().splitlines()]
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def unit_options(port: int, environment: dict[str, str]) -> list[str]:
+    """The options the systemd unit passes to app.py for instance ``port``, expanded as
+    systemd does: ``%i`` is the instance, and ``${NAME}`` within a word the variable's exact
+    value, or nothing when it is unset."""
+    (command,) = re.findall(r"^ExecStart=(.*)$", UNIT.read_text(), re.M)
+    words = shlex.split(command.replace("%i", str(port)))
+    assert words[1].endswith("app.py")
+    return [re.sub(r"\$\{(\w+)\}", lambda m: environment.get(m[1], ""), word) for word in words[2:]]
+
+
 def test_unit_options() -> None:
     """Every option the systemd unit passes to app.py is one app.py defines."""
-    text = UNIT.read_text()
-    (command,) = re.findall(r"^ExecStart=(.*)$", text, re.M)
-    words = shlex.split(command)
-    assert words[1].endswith("app.py")
-    names = [word[2:].split("=")[0] for word in words[2:]]
-    assert "xheaders" in names
+    names = [word[2:].split("=")[0] for word in unit_options(8888, {})]
+    assert {"xheaders", "redis"} <= set(names)
     assert [name for name in names if name not in options._options] == []
+
+
+def test_unit_environment() -> None:
+    """The unit reads the file docs/deploy.md installs, and the example of that file sets
+    every variable the unit uses and only variables that the unit or the app reads."""
+    unit = UNIT.read_text()
+    (path,) = re.findall(r"^EnvironmentFile=(\S+)$", unit, re.M)
+    assert path.startswith("/") and f"{ENV_FILE.relative_to(ROOT)} {path}" in DEPLOY_DOC.read_text()
+    (command,) = re.findall(r"^ExecStart=(.*)$", unit, re.M)
+    assert "$" not in re.sub(r"\$\{\w+\}", "", command), "only ${NAME} keeps a value whole"
+    used = set(re.findall(r"\$\{(\w+)\}", command))
+    variables = env_file()
+    assert used - set(variables) == set()
+    sources = [p for p in [*ROOT.glob("*.py"), *ROOT.glob("*/*.py")] if p.parent.name != "tests"]
+    read = {name for name in variables if any(f'"{name}"' in p.read_text() for p in sources)}
+    assert set(variables) - used - read == set()
+    assert {"PUSH_TOKEN", "COOKIE_SECRET"} <= read
+
+
+async def push_through(port: int, body: dict[str, str]) -> tuple[int, Any]:
+    """POST ``body`` to /push through nginx with the test's token; return the status and answer."""
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        response = await client.fetch(
+            f"https://127.0.0.1:{port}/push",
+            method="POST",
+            body=json.dumps(body),
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            validate_cert=False,
+            raise_error=False,
+        )
+    finally:
+        client.close()
+    return response.code, json.loads(response.body)
+
+
+def test_deployed_push(redis_server: RedisProcess, start_server, front) -> None:
+    """The layout docs/deploy.md sets up, two processes of the unit sharing Redis behind
+    nginx: every push to an Id through nginx reaches it, whichever process nginx picks, and a
+    push to all reaches the clients of both."""
+    import redis
+
+    import cluster
+
+    count, pushes = 20, 6
+    environment = {**env_file(), "REDIS_URL": redis_server.url, "PUSH_TOKEN": TOKEN}
+    servers = [
+        start_server(*unit_options(0, environment), f"--redis_interval={50 * MS}", env=environment)
+        for _ in range(2)
+    ]
+    for server in servers:
+        server.wait_for_log(r"Node \S+ joined the cluster")
+    port = front(*servers)
+    ids = [f"c{n}" for n in range(count)]
+
+    def registered() -> bool:
+        keys = [cluster.PREFIX + "id:" + client_id for client_id in ids]
+        with redis.Redis.from_url(redis_server.url) as client:
+            return client.exists(*keys) == count
+
+    async def scenario() -> None:
+        readers = {
+            client_id: Reader(await ws_connect(f"wss://127.0.0.1:{port}/websocket?Id={client_id}"))
+            for client_id in ids
+        }
+        shares = [server.stats()["clients"] for server in servers]
+        assert sum(shares) == count and min(shares) > 0, shares
+        # A claim reaches Redis a moment after its handshake; a push from the other process
+        # before then finds nobody.
+        for _ in range(round(5 * TIMEOUT / (10 * MS))):
+            if registered():
+                break
+            await asyncio.sleep(10 * MS)
+        assert registered(), "the clients' Ids never all reached Redis"
+
+        texts = [f"to c7, {n}" for n in range(pushes)]
+        for text in texts:
+            assert await push_through(port, {"Id": "c7", "message": text}) == (200, {"reached": 1})
+        await readers["c7"].wait_for(lambda r: all(text in r.messages for text in texts))
+        assert await push_through(port, {"message": "to all"}) == (200, {"reached": count})
+        for reader in readers.values():
+            await reader.wait_for(lambda r: "to all" in r.messages)
+        others = [m for i, r in readers.items() if i != "c7" for m in r.messages]
+        assert not set(texts) & set(others)
+
+    run(closing(scenario()))
+    # nginx cannot route a push by the Id in its body: both processes answered some.
+    for server in servers:
+        server.wait_for_log(r"200 POST /push")
+    assert TOKEN not in "".join(server.log for server in servers)
 
 
 BAD_HEADERS = [
