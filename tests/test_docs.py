@@ -25,6 +25,7 @@ import ast
 import dataclasses
 import functools
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -632,3 +633,63 @@ def test_numbers_in_prose_match_the_code() -> None:
             if value != expected:
                 problems.append(f"{document}: {pattern!r} says {word}, the code {expected}")
     assert not problems, "\n".join(problems)
+
+
+# CI runs the README's test command, so that a newcomer's first command is the one CI checks.
+
+CI_SCRIPT = ROOT / ".ci" / "run"
+
+
+def readme_test_block() -> str:
+    """The shell block under the README's Test heading, backslash-newlines joined."""
+    test = section(README.read_text(encoding="utf-8"), "Test")
+    blocks = re.findall(r"^```sh\n(.*?)^```", test, re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "expected one sh block under the README's Test heading"
+    return blocks[0].replace("\\\n", " ").strip()
+
+
+def ci_commands() -> list[list[str]]:
+    """The commands of .ci/run, comments left out, a line's ``&&`` chain split up."""
+    found = []
+    for line in CI_SCRIPT.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        for command in line.split("&&"):
+            try:
+                found.append(shlex.split(command.strip().strip("()").strip()))
+            except ValueError:  # a quote left open for the next line: not a command sought
+                found.append(command.split())
+    return found
+
+
+def same_command(readme: list[str], ci: list[str]) -> bool:
+    """``ci`` is ``readme`` word for word, except that CI picks the Python and keeps its
+    virtual environment elsewhere (never in the checkout's ``.venv``, which is the user's)."""
+    if len(readme) != len(ci):
+        return False
+    for written, run in zip(readme, ci):
+        if written == "python3":
+            if "python" not in run:
+                return False
+        elif ".venv" in written:
+            if not re.fullmatch(
+                re.escape(written).replace(r"\.venv", r"(?!(\./)?\.venv\b)\S+"), run
+            ):
+                return False
+        elif written != run:
+            return False
+    return True
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run makes a virtual environment, installs with the test extra and runs plain pytest,
+    one after the other, exactly as the README's Test section tells a newcomer to."""
+    written = readme_test_block()
+    readme = [shlex.split(command) for command in written.split("&&")]
+    assert [words[:2] for words in readme[-2:]] == [["pip", "install"], ["pytest"]], readme
+    ci = ci_commands()
+    for start in range(len(ci) - len(readme) + 1):
+        if all(same_command(w, r) for w, r in zip(readme, ci[start : start + len(readme)])):
+            return
+    pytest.fail(f".ci/run does not run the README's test command, in this order: {written}")
