@@ -646,6 +646,9 @@ def server_text_frames(sends: Iterable[tuple[int, bytes]]) -> list[str]:
     return [data[2:].decode() for _, data in sends if data[:1] == b"\x81" and data[1] < 126]
 
 
+PROJECT_LOGGERS = ("app", "timepush")
+
+
 class RecordingHandler(logging.Handler):
     """Keep every log record, to assert on what the server logged."""
 
@@ -656,8 +659,13 @@ class RecordingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
-    def messages(self, logger: str = "app") -> list[str]:
-        return [r.getMessage() for r in self.records if r.name == logger]
+    def messages(self, logger: str | None = None) -> list[str]:
+        """The messages of one logger; by default, of ``app`` and the ``timepush`` modules."""
+        return [
+            r.getMessage()
+            for r in self.records
+            if r.name == logger or (logger is None and r.name.split(".")[0] in PROJECT_LOGGERS)
+        ]
 
     def problems(self) -> list[str]:
         """Records that mean something went wrong: errors, tracebacks, unretrieved exceptions.
@@ -685,11 +693,12 @@ class ServerTestCase(AsyncHTTPTestCase):
         self.log = RecordingHandler()
         logging.getLogger().addHandler(self.log)
         self.app_log = logging.getLogger("app")
-        self.app_log_level = self.app_log.level
-        self.app_log.setLevel(logging.INFO)
+        self.levels = {name: logging.getLogger(name).level for name in PROJECT_LOGGERS}
+        for name in PROJECT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
         app.clients.clear()
         app.targets.clear()
-        app.stats = app.Stats()
+        app.stats.reset()
         super().setUp()
         self.connections: list[WebSocketClientConnection] = []
         self.raw_clients: list[RawClient] = []
@@ -708,7 +717,7 @@ class ServerTestCase(AsyncHTTPTestCase):
             # The tick's own index of the clients never drifts from the registry.
             self.assertEqual(
                 {client_id: entry["object"] for client_id, entry in app.clients.items()},
-                {client_id: target[0].handler for client_id, target in app.targets.items()},
+                app.targets.handlers(),
             )
             app.clients.clear()
             app.targets.clear()
@@ -718,7 +727,8 @@ class ServerTestCase(AsyncHTTPTestCase):
             self.assertEqual(self.log.problems(), [])
         finally:
             logging.getLogger().removeHandler(self.log)
-            self.app_log.setLevel(self.app_log_level)
+            for name, level in self.levels.items():
+                logging.getLogger(name).setLevel(level)
 
     def get_app(self) -> Any:
         return app.make_app(interval=self.interval, **self.app_settings)

@@ -323,8 +323,9 @@ def test_mixed_abuse(start_server) -> None:
         if line.startswith("[E ") or re.search(r"Traceback|Task exception|ERROR", line)
     ]
     assert problems == []
-    # A message cannot forge a log line, and a flood leaves at most RATE lines.
+    # A message cannot forge a log line, and a flood is cut short: its burst of RATE, plus
+    # the tokens that refill while a busy machine reads it (test_messages pins the exact burst).
     assert not [line for line in lines if line.startswith(FORGED)]
     for flood_id in trouble.flood_ids:
         logged = [line for line in lines if f"Message from '{flood_id}'" in line]
-        assert len(logged) <= RATE, flood_id
+        assert len(logged) < 2 * RATE, flood_id

@@ -13,7 +13,7 @@ import pytest
 from support import ServerTestCase
 from tornado.testing import gen_test
 
-import app
+from timepush import clock
 
 
 @contextlib.contextmanager
@@ -52,7 +52,7 @@ def test_zone_name(tz, name):
     """The zone's IANA name comes from TZ when that names a zone, and is None otherwise."""
     with local_zone(tz):
         now = datetime.datetime.now().astimezone()
-        assert app.ClockHandler.zone_name(now) == name
+        assert clock.ClockHandler.zone_name(now) == name
 
 
 def test_zone_name_from_localtime():
@@ -63,7 +63,7 @@ def test_zone_name_from_localtime():
         pytest.skip("/etc/localtime is not a link on this machine")
     with local_zone(None):
         now = datetime.datetime.now().astimezone()
-        assert app.ClockHandler.zone_name(now) == target.rpartition("zoneinfo/")[2]
+        assert clock.ClockHandler.zone_name(now) == target.rpartition("zoneinfo/")[2]
 
 
 class TestClock(ServerTestCase):

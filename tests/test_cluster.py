@@ -214,9 +214,9 @@ def test_redis_restart(start_node: Any, redis_server: RedisProcess) -> None:
 
 def test_silent_subscription(redis_server: RedisProcess, caplog: Any) -> None:
     """A subscription that stops delivering without an error is noticed (its echo) and rebuilt."""
-    import cluster
+    from timepush import cluster
 
-    caplog.set_level(logging.INFO, "app.cluster")
+    caplog.set_level(logging.INFO, "timepush.cluster")
     delivered: list[tuple[str, str]] = []
 
     def node(name: str) -> cluster.Cluster:

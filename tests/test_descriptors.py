@@ -15,14 +15,14 @@ import pytest
 from support import MS, TIMEOUT, get_json, hang_up
 from tornado.websocket import websocket_connect
 
-import app
+from timepush import acceptor
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="reads a process's CPU time from Linux's /proc"
 )
 
 HARD = 128  # the hard limit on open files the server starts with
-FITTING = HARD - app.RESERVED_DESCRIPTORS  # the clients it can serve under that limit
+FITTING = HARD - acceptor.RESERVED_DESCRIPTORS  # the clients it can serve under that limit
 ATTEMPTS = 3 * HARD  # handshakes thrown at it, each held open once answered
 BATCH = 32  # handshakes in flight at once: fewer than the listen backlog
 PROMPT = 1000 * MS  # every attempt hears back within this

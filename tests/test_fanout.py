@@ -1,28 +1,32 @@
-"""What a tick goes through (``app.targets``, beside ``clients``); what a connection keeps."""
+"""The tick's fast path (``timepush/fastpath.py``): the index it goes through beside ``clients``,
+the fallback to Tornado's public API, and what a connection keeps."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 import logging
 import random
 import socket
-import time
 import weakref
 from typing import Any, ClassVar
 from unittest import mock
 
 from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
+from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
+from tornado.websocket import websocket_connect
 
 import app
+from timepush import fastpath
 
 
 def out_of_step() -> list[str]:
     """The Ids on which ``clients`` and ``targets`` disagree about the handler."""
     handlers = {client_id: entry["object"] for client_id, entry in app.clients.items()}
-    indexed = {client_id: target[0].handler for client_id, target in app.targets.items()}
+    indexed = app.targets.handlers()
     return sorted(
         client_id
         for client_id in handlers.keys() | indexed.keys()
@@ -31,7 +35,7 @@ def out_of_step() -> list[str]:
 
 
 class TestTargets(ServerTestCase):
-    interval = 2 * MS  # ticks run between, and during, every step of the churn
+    interval = 60.0  # the test ticks itself, between and during every step of the churn
     app_settings: ClassVar[dict[str, Any]] = {"max_messages_per_second": 1000}
 
     @gen_test(timeout=60)
@@ -40,22 +44,25 @@ class TestTargets(ServerTestCase):
         chance = random.Random(12)
         drift: list[list[str]] = []
         ticks = 0
-        send_to_all, write_frame = app.send_to_all, app.write_frame
+        send = socket.socket.send
 
-        def checked_send_to_all(text: str) -> None:
-            nonlocal ticks
-            send_to_all(text)
-            ticks += 1
-            if out_of_step():
-                drift.append(out_of_step())
-
-        def closing_write_frame(stream: Any, sock: socket.socket, frame: memoryview) -> bool:
+        def closing_send(sock: socket.socket, data: Any, *flags: int) -> int:
             # Now and then, close some client in the middle of a tick, as a takeover would.
             if app.targets and chance.random() < 0.02:
-                chance.choice(list(app.targets.values()))[0].handler.close(1001, "closed mid-tick")
-            return write_frame(stream, sock, frame)
+                chance.choice(list(app.targets.handlers().values())).close(1001, "mid-tick")
+            return send(sock, data, *flags)
 
-        app.send_to_all, app.write_frame = checked_send_to_all, closing_write_frame
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                with mock.patch.object(socket.socket, "send", closing_send):
+                    app.send_to_all(str(datetime.datetime.now()))
+                ticks += 1
+                if out_of_step():
+                    drift.append(out_of_step())
+                await asyncio.sleep(2 * MS)
+
+        ticking = asyncio.ensure_future(tick())
         try:
             raws = []
             for step in range(120):
@@ -81,10 +88,14 @@ class TestTargets(ServerTestCase):
                 connection.close()
             await self.wait_until(lambda: not app.clients, message="every client gone")
         finally:
-            app.send_to_all, app.write_frame = send_to_all, write_frame
-        self.assertEqual(app.targets, {})
+            ticking.cancel()
+        self.assertEqual(app.targets.handlers(), {})
         self.assertEqual(drift, [])
         self.assertGreater(app.stats.closed["replaced"], 10)
+
+
+class TestClose(ServerTestCase):
+    interval = 2 * MS
 
     @gen_test
     async def test_nothing_after_close(self) -> None:
@@ -118,10 +129,11 @@ class TestClosedUnderneath(ServerTestCase):
         await self.raw_connect("gone", rcvbuf=4096)  # never reads
         steady = self.keep_reading(await self.connect("steady"))
         handler = app.clients["gone"]["object"]
-        connection, stream, sock = app.targets["gone"]
+        connection, stream, sock = app.targets.by_id["gone"]
+        self.assertIs(connection, handler.ws_connection)
         if pending:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-            handler.send_frame(app.encode_text_frame("x" * 200_000), time.monotonic())
+            stream.write(fastpath.encode_text_frame("x" * 200_000))
             self.assertTrue(stream.writing())
         stream.close()  # as a read error would; the connection hears of it a moment later
         self.assertFalse(connection.server_terminated)
@@ -131,19 +143,40 @@ class TestClosedUnderneath(ServerTestCase):
         self.assertEqual(app.stats.ticks_sent, 1)
 
 
+held: list[Any] = []  # weak references to the HTTP connections that WatchedHandler opened
+
+
+class WatchedHandler(app.MyWebSocketHandler):
+    """The app's handler, noting the HTTP connection it had before open() lets go of it."""
+
+    def open(self) -> None:
+        held.append(weakref.ref(self.request.connection))
+        super().open()
+
+
+class BrokenHandler(app.MyWebSocketHandler):
+    """The app's handler, with a bug that shows on the first message."""
+
+    def take_token(self) -> bool:
+        raise KeyError("x")
+
+
 class TestAfterHandshake(ServerTestCase):
+    def get_app(self) -> Any:
+        application = super().get_app()
+        application.add_handlers(
+            r".*", [(r"/watched", WatchedHandler), (r"/broken", BrokenHandler)]
+        )
+        return application
+
     @gen_test
     async def test_handshake_forgotten(self) -> None:
         """An open connection keeps neither its HTTP connection nor the handshake's headers."""
-        held: list[Any] = []
-        forget = app.MyWebSocketHandler.forget_handshake
-
-        def watched_forget(handler: app.MyWebSocketHandler) -> None:
-            held.append(weakref.ref(handler.request.connection))
-            forget(handler)
-
-        with mock.patch.object(app.MyWebSocketHandler, "forget_handshake", watched_forget):
-            connection = await self.connect("light", headers={"User-Agent": "test"})
+        held.clear()
+        url = self.get_url("/watched?Id=light").replace("http", "ws", 1)
+        request = HTTPRequest(url, headers={"User-Agent": "test"})
+        connection = await websocket_connect(request)
+        self.connections.append(connection)
         await self.read_ticks(connection, 2)
         gc.collect()
         self.assertEqual([ref() for ref in held], [None])
@@ -153,14 +186,14 @@ class TestAfterHandshake(ServerTestCase):
     @gen_test
     async def test_error_after_open(self) -> None:
         """An exception after the handshake is still logged with the request it came from."""
-        connection = await self.connect("boom")
-        with mock.patch.object(app.MyWebSocketHandler, "take_token", side_effect=KeyError("x")):
-            await connection.write_message("hello")
-            await self.read_until_closed(connection)
+        connection = await websocket_connect(self.get_url("/broken?Id=boom").replace("http", "ws"))
+        self.connections.append(connection)
+        await connection.write_message("hello")
+        await self.read_until_closed(connection)
         await self.wait_until(lambda: not app.clients)
         errors = [r for r in self.log.records if r.levelno >= logging.ERROR]
         self.assertEqual(len(errors), 1)
-        self.assertIn("GET /websocket?Id=boom (127.0.0.1)", errors[0].getMessage())
+        self.assertIn("GET /broken?Id=boom (127.0.0.1)", errors[0].getMessage())
         self.assertIn("remote_ip='127.0.0.1'", errors[0].getMessage())
         self.log.records.remove(errors[0])  # expected here
 

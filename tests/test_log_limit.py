@@ -15,6 +15,7 @@ from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 
 import app
+from timepush import loglimit
 
 WINDOW = 500 * MS
 DURATION = 3000 * MS
@@ -107,7 +108,7 @@ def test_refusal_flood(start_server: Any) -> None:
 
     # At most LOG_BURST lines and a summary per logging call per window, however many came.
     windows = math.ceil(elapsed / WINDOW) + 1
-    bound = len(LOG_CALLS) * (app.LOG_BURST + 1) * windows
+    bound = len(LOG_CALLS) * (loglimit.LOG_BURST + 1) * windows
     lines = server.log.splitlines()
     about = [line for line in lines if any(re.search(p, line) for p in LOG_CALLS.values())]
     assert len(about) <= bound
@@ -129,7 +130,7 @@ def test_refusal_flood(start_server: Any) -> None:
 class TestCloseWarnings(ServerTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.limit = app.LogLimit(window=10 * TIMEOUT)  # no window ends during the test
+        self.limit = loglimit.LogLimit(window=10 * TIMEOUT)  # no window ends during the test
         self.app_log.addFilter(self.limit)
 
     def tearDown(self) -> None:
@@ -139,7 +140,7 @@ class TestCloseWarnings(ServerTestCase):
     @gen_test
     async def test_flood_warnings_limited(self) -> None:
         """Flood closes past LOG_BURST are held back and counted in one line at the window's end."""
-        floods = 3 * app.LOG_BURST
+        floods = 3 * loglimit.LOG_BURST
         rate = self.get_app().settings["max_messages_per_second"]
         for i in range(floods):
             connection = await self.connect(f"flood{i}")
@@ -150,8 +151,8 @@ class TestCloseWarnings(ServerTestCase):
         self.limit.flush()
         warnings = [m for m in self.log.messages() if "too many messages" in m]
         self.assertEqual(app.stats.closed["flood"], floods)
-        self.assertEqual(len(warnings), app.LOG_BURST + 1)
-        self.assertRegex(warnings[-1], rf"^{floods - app.LOG_BURST} more lines like ")
+        self.assertEqual(len(warnings), loglimit.LOG_BURST + 1)
+        self.assertRegex(warnings[-1], rf"^{floods - loglimit.LOG_BURST} more lines like ")
 
 
 class TestLogLimit(ServerTestCase):
@@ -159,10 +160,10 @@ class TestLogLimit(ServerTestCase):
     async def test_windows(self) -> None:
         """Each call gets LOG_BURST lines a window, a summary at its end, then a fresh window."""
         logger = logging.getLogger("app.test")
-        limit = app.LogLimit(window=100 * MS)
+        limit = loglimit.LogLimit(window=100 * MS)
         logger.addFilter(limit)
         try:
-            for n in range(app.LOG_BURST + 3):
+            for n in range(loglimit.LOG_BURST + 3):
                 logger.warning("one kind %d", n)
                 logger.warning("another kind %d", n)
             logger.info("information passes")
@@ -173,8 +174,8 @@ class TestLogLimit(ServerTestCase):
         messages = self.log.messages("app.test")
         for kind in ("one kind", "another kind"):
             logged = [m for m in messages if m.startswith(kind)]
-            burst = [f"{kind} {n}" for n in range(app.LOG_BURST)]
-            self.assertEqual(logged[: app.LOG_BURST], burst)
+            burst = [f"{kind} {n}" for n in range(loglimit.LOG_BURST)]
+            self.assertEqual(logged[: loglimit.LOG_BURST], burst)
             summaries = [m for m in messages if f"like '{kind} 0'" in m]
             self.assertEqual(summaries, [f"3 more lines like '{kind} 0' in the last {0.1:.3g} s"])
         self.assertIn("information passes", messages)

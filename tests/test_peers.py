@@ -12,9 +12,10 @@ from support import CLOSE, PING, TEXT, ServerTestCase, parse_close
 from tornado.testing import gen_test
 
 import app
+from timepush import fastpath
 
 # The longest tick, "2024-01-01 12:00:00.000000", as a frame.
-TICK_FRAME = len(app.encode_text_frame(str(datetime.datetime.now().replace(microsecond=1))))
+TICK_FRAME = len(fastpath.encode_text_frame(str(datetime.datetime.now().replace(microsecond=1))))
 
 
 class TestKeepAlive(ServerTestCase):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import signal
@@ -21,6 +22,9 @@ ROUND = 50 * MS
 
 def pid_of(node: str) -> int:
     return int(node.rpartition("-")[2])
+
+
+CONNECTS = 1000
 
 
 def alive(pid: int) -> bool:
@@ -60,10 +64,28 @@ def test_two_processes(start_server: Any, redis_server: RedisProcess, signum: in
     closes = asyncio.run(closing(scenario()))
     assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * len(closes)
     assert server.process.wait(5 * TIMEOUT) == 0
-    assert len(re.findall(r"Listening on http://", server.log)) == 1
+    # Each worker binds the port itself, and says so.
+    assert len(set(re.findall(r"Listening on (http://\S+)", server.log))) == 1
+    assert len(re.findall(r"Listening on http://", server.log)) == 2
     assert len(re.findall(r"child \d \(pid \d+\) exited normally", server.log)) == 2
     assert "Traceback" not in server.log and "KeyboardInterrupt" not in server.log
     assert not [node for node in counts if alive(pid_of(node))]
+
+
+def test_connections_spread(start_server: Any, redis_server: RedisProcess) -> None:
+    """New connections spread evenly over the workers, each on a listening socket of its own."""
+    server = start_server("--processes=2", f"--redis={redis_server.url}")
+    server.wait_for_log(r"Listening on http://(.|\n)*Listening on http://")
+    nodes: collections.Counter[str] = collections.Counter()
+    deadline = time.monotonic() + 50 * TIMEOUT
+    for _ in range(CONNECTS):  # each request on a new connection
+        assert time.monotonic() < deadline, nodes
+        nodes[get_json(server.url + "/stats")["node"]] += 1
+    print(f"{CONNECTS} connections: {sorted(nodes.values())}")
+    # With one socket shared by both, a burst landed on one worker, and 200 split 116 to 84.
+    assert len(nodes) == 2
+    assert min(nodes.values()) > 0.4 * CONNECTS, nodes
+    assert server.stop() == 0
 
 
 def test_dead_child_restarted(start_server: Any, redis_server: RedisProcess) -> None:

@@ -41,6 +41,7 @@ from tornado.testing import gen_test
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 import app
+from timepush import hosts
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "deploy" / "nginx.conf"
@@ -297,7 +298,7 @@ def test_minimal_example(tls_context, start_server, start_nginx, certificate) ->
                 f"wss://127.0.0.1:{port}/websocket?Id=minimal",
                 headers={"Origin": f"https://127.0.0.1:{port}"},
             )
-        assert (refused.value.code, refused.value.message) == (403, app.ORIGIN_REFUSED)
+        assert (refused.value.code, refused.value.message) == (403, hosts.ORIGIN_REFUSED)
 
     run(visit())
 
@@ -406,7 +407,7 @@ def test_deployed_push(redis_server: RedisProcess, start_server, front) -> None:
     push to all reaches the clients of both."""
     import redis
 
-    import cluster
+    from timepush import cluster
 
     count, pushes = 20, 6
     environment = {**env_file(), "REDIS_URL": redis_server.url, "PUSH_TOKEN": TOKEN}
@@ -473,7 +474,7 @@ class TestOriginRefusal(ServerTestCase):
     async def test_reason(self) -> None:
         """The 403 says in its reason that Origin and Host differ and how to fix it."""
         status, reason = await self.refusal("x", {"Origin": "https://elsewhere.example"})
-        self.assertEqual((status, reason), (403, app.ORIGIN_REFUSED))
+        self.assertEqual((status, reason), (403, hosts.ORIGIN_REFUSED))
         (line,) = [m for m in self.log.messages() if m.startswith("Refused")]
         host = f"127.0.0.1:{self.get_http_port()}"
         self.assertIn(f"origin 'https://elsewhere.example': it does not match Host {host!r}", line)

@@ -19,6 +19,7 @@ from support import (
 from tornado.testing import gen_test
 
 import app
+from timepush import fastpath
 
 TOKEN = "push-token-5d0e"
 
@@ -52,25 +53,19 @@ class TestPush(ServerTestCase):
 
     @gen_test
     async def test_written_like_a_tick(self) -> None:
-        """A pushed text is written by the loop's thread through ``send_frame``, as ticks are."""
-        frames: list[bytes] = []
-        original_send = app.MyWebSocketHandler.send_frame
-
-        def recording_send(handler: Any, frame: bytes, now: float) -> bool:
-            frames.append(frame)
-            return original_send(handler, frame, now)
-
-        app.MyWebSocketHandler.send_frame = recording_send  # type: ignore[method-assign]
-        try:
-            received = self.keep_reading(await self.connect("target"))
-            with recording_sends(self.get_http_port()) as sends:
-                await self.push({"Id": "target", "message": "pushed"})
-                await self.wait_until(lambda: "pushed" in received)
-        finally:
-            app.MyWebSocketHandler.send_frame = original_send  # type: ignore[method-assign]
-        assert app.encode_text_frame("pushed") in frames
+        """A pushed text is written by the loop's thread as one frame, as ticks are."""
+        received = self.keep_reading(await self.connect("target"))
+        with recording_sends(self.get_http_port()) as sends:
+            await self.push({"Id": "target", "message": "pushed"})
+            await self.wait_until(lambda: "pushed" in received)
+        assert fastpath.encode_text_frame("pushed") in [data for _, data in sends]
         assert "pushed" in server_text_frames(sends)
         assert {thread for thread, _ in sends} == {threading.get_ident()}
+
+
+class TestSlowPush(ServerTestCase):
+    interval = 60.0  # no tick during the test: what is skipped is a push
+    app_settings = {"push_token": TOKEN}  # noqa: RUF012
 
     @gen_test
     async def test_skips_slow_client(self) -> None:
@@ -80,9 +75,11 @@ class TestPush(ServerTestCase):
         # Pushes fill the socket's buffers until one is left queued; the next finds it unread.
         answers = []
         while len(answers) < 200 and (not answers or answers[-1][2]["reached"]):
-            answers.append(await self.push({"Id": "slow", "message": big}))
+            answers.append(await post_push(self.get_url(""), {"Id": "slow", "message": big}, TOKEN))
         assert answers[-1] == (200, "OK", {"reached": 0})
-        assert app.stats.ticks_skipped_slow > 0
+        # Counted as a skipped push, not as a skipped tick.
+        assert app.stats.pushes_skipped_slow == 1
+        assert app.stats.ticks_skipped_slow == 0
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import signal
 import socket
 import threading
 import time
-import types
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 
 import app
+from timepush import fastpath
 
 
 class TestPush(ServerTestCase):
@@ -172,7 +172,7 @@ class TestSendFrame(ServerTestCase):
         """What the tick's loop reads of Tornado's objects is there and means what it expects."""
         reader = await self.connect("a")
         handler = app.clients["a"]["object"]
-        connection, stream, sock = app.targets["a"]
+        connection, stream, sock = app.targets.by_id["a"]
         assert (connection, stream, sock) == (
             handler.ws_connection,
             connection.stream,
@@ -182,13 +182,13 @@ class TestSendFrame(ServerTestCase):
         assert list(inspect.signature(stream.write).parameters) == ["data"]
 
         def pending() -> bool:
-            # As write_to_all reads it; writing() is Tornado's public spelling.
+            # As Targets.write_to_each reads it; writing() is Tornado's public spelling.
             assert (stream._total_write_index != stream._total_write_done_index) is stream.writing()
             return stream.writing()
 
         assert not pending()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        assert handler.send_frame(app.encode_text_frame("ü" * 600_000), time.monotonic())
+        assert fastpath.syscall_write(stream, sock, fastpath.encode_text_frame("ü" * 600_000))
         assert pending()  # the rest of the frame is queued in the stream
         assert await self.next_message(reader) == "ü" * 600_000
         await self.wait_until(lambda: not pending(), message="the stream drained")
@@ -201,12 +201,12 @@ class TestSendFrame(ServerTestCase):
 
     @gen_test
     async def test_frames_read_back(self) -> None:
-        """Frames of every length encoding, written by send_frame, arrive as the same text."""
+        """Frames of every length encoding, written by syscall_write, arrive as the same text."""
         connection = await self.connect("a")
-        handler = app.clients["a"]["object"]
+        _, stream, sock = app.targets.by_id["a"]
         # 7-bit, 16-bit and 64-bit lengths; the last is more than one write can usually take.
         for text in ["", "é" * 62, "x" * 126, "時" * 30_000, "ü" * 600_000]:
-            assert handler.send_frame(app.encode_text_frame(text), time.monotonic())
+            assert fastpath.syscall_write(stream, sock, fastpath.encode_text_frame(text))
             assert await self.next_message(connection) == text
 
 
@@ -248,14 +248,13 @@ def test_late_tick_skipped() -> None:
     assert min(b - a for a, b in zip(times, times[1:])) > interval / 4
 
 
-def test_clock_set_back(monkeypatch: Any) -> None:
+def test_clock_set_back() -> None:
     """Setting the clock back an hour does not stop the ticks for an hour."""
     interval = TICK
     set_back = [0.0]
-    real_time = time.time
-    monkeypatch.setattr(app, "time", types.SimpleNamespace(time=lambda: real_time() - set_back[0]))
     loop = FakeLoop(pause_on_call=0, pause=0)
     thread = app.SendThread(loop, interval)  # type: ignore[arg-type]
+    thread.clock = lambda: time.time() - set_back[0]
     thread.start()
     try:
         deadline = time.monotonic() + 5

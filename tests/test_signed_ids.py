@@ -182,7 +182,7 @@ def test_secret_from_environment(start_server, monkeypatch) -> None:
         env={**os.environ, "COOKIE_SECRET": SECRET},
         timeout=10 * TIMEOUT,
     )
-    assert "--cookie-secret" in help_text.stdout + help_text.stderr
+    assert "--cookie_secret" in help_text.stdout + help_text.stderr
     for text in (server.log, stats, help_text.stdout, help_text.stderr):
         assert SECRET not in text
         assert set_cookie.split(";")[0] not in text

@@ -80,10 +80,11 @@ def counted_reasons(counter: str) -> set[str]:
         for node in ast.walk(parsed(path)):
             if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)):
                 continue
-            owner = node.value.value  # ``stats`` or ``something.stats``
+            owner = node.value.value  # ``stats``, ``something.stats`` or ``settings["stats"]``
             if node.value.attr == counter and "stats" in (
                 getattr(owner, "id", None),
                 getattr(owner, "attr", None),
+                getattr(getattr(owner, "slice", None), "value", None),
             ):
                 found |= {
                     part.value

@@ -1,8 +1,8 @@
 """Several server processes, on one machine or many, sharing one Redis: the cluster engine.
 
-``app.py`` uses this module only when it is given ``--redis URL``. It hands a ``Cluster`` what
-it needs to act on this process's own clients (deliver a text to one or to all, close one, read
-the local figures); this module never imports ``app.py``.
+``push.py`` uses this module only when the server is given ``--redis URL``. It hands a
+``Cluster`` what it needs to act on this process's own clients (deliver a text to one or to all,
+close one, read the local figures); this module imports nothing of the project.
 
 What goes through Redis:
 
@@ -40,7 +40,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-log = logging.getLogger("app.cluster")
+log = logging.getLogger(__name__)
 
 PREFIX = "time-push:"
 BATCH = 500  # keys per Redis round trip when claiming or re-checking many Ids
@@ -164,7 +164,7 @@ class Cluster:
         self.totals: dict[str, Any] | None = None
         self.task: asyncio.Task[None] | None = None
 
-    # -- called by app.py ------------------------------------------------------------------
+    # -- called by push.py -----------------------------------------------------------------
 
     def start(self) -> None:
         """Start keeping the link to Redis in the background."""
