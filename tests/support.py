@@ -700,6 +700,7 @@ class ServerTestCase(AsyncHTTPTestCase):
         app.targets.clear()
         app.stats.reset()
         super().setUp()
+        app.targets.check()  # as serve() does: the fast path, unless a test forces the fallback
         self.connections: list[WebSocketClientConnection] = []
         self.raw_clients: list[RawClient] = []
         self.pumps: list[asyncio.Future[None]] = []

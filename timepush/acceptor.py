@@ -7,7 +7,7 @@ core and logging a traceback each time. ``add_sockets`` here puts an ``Acceptor`
 
 Below Tornado's public API: it keeps each socket in ``TCPServer._sockets`` and its stop function
 in ``TCPServer._handlers``, where ``add_sockets`` keeps them, so that ``server.stop()`` stops the
-Acceptor and closes the socket as it would its own (``tests/test_tornado_internals.py`` checks
+Acceptor and closes the socket as it would its own (``tests/test_acceptor.py`` checks
 this). This module imports nothing of the project.
 """
 

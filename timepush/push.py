@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 from tornado.options import define, options
 
@@ -184,4 +185,6 @@ class PushHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 401:
             self.set_header("WWW-Authenticate", "Bearer")
-        self.finish({"error": self._reason})
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        reason = getattr(error, "reason", None) or tornado.httputil.responses.get(status_code)
+        self.finish({"error": reason})

@@ -14,6 +14,8 @@ import weakref
 from typing import Any, ClassVar
 from unittest import mock
 
+import tornado
+import tornado.iostream
 from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
 from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
@@ -230,3 +232,46 @@ class TestSlowThenFast(ServerTestCase):
             with contextlib.suppress(asyncio.CancelledError):
                 await reading
         self.assertEqual(app.stats.closed, {})
+
+
+class CountersThatLie(tornado.iostream.IOStream):
+    """An IOStream whose write counters no longer move, as after a rename in a new Tornado."""
+
+    @property
+    def _total_write_index(self) -> int:  # type: ignore[override]
+        return 0
+
+    @_total_write_index.setter
+    def _total_write_index(self, value: int) -> None:
+        pass
+
+
+class TestInternalsCheck(ServerTestCase):
+    interval = 5 * MS
+
+    def test_this_tornado_passes(self) -> None:
+        """On the Tornado installed, what the fast path reads is there and means what it says."""
+        self.assertIsNone(fastpath.internals_problem(tornado.iostream.IOStream))
+        app.targets.check()
+        self.assertTrue(app.targets.internals)
+        self.assertEqual([m for m in self.log.messages() if "public API" in m], [])
+
+    @gen_test
+    async def test_fallback_ticks_everyone(self) -> None:
+        """When the check fails, one warning names Tornado's version, and every client still
+        ticks, through the public API; a client that does not read is still skipped."""
+        app.targets.check(CountersThatLie)
+        self.assertFalse(app.targets.internals)
+        warnings = [m for m in self.log.messages() if "public API" in m]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(f"Tornado {tornado.version}", warnings[0])
+        self.assertIn("write counters", warnings[0])
+        slow = await self.raw_connect("slow", rcvbuf=1)
+        app.clients["slow"]["object"].ws_connection.stream.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 1
+        )
+        readers = [await self.connect(f"c{n}") for n in range(3)]
+        for reader in readers:
+            self.assertEqual(len(await self.read_ticks(reader, 3)), 3)
+        await self.wait_until(lambda: app.stats.ticks_skipped_slow > 0, message="slow skipped")
+        slow.abort()

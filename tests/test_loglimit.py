@@ -43,7 +43,7 @@ LOG_CALLS = {
         for status in (400, 403, 503)
     },
 }
-SUMMARY = re.compile(r"([\d,]+) more lines like (.*) in the last [\d.]+ s$")
+SUMMARY = re.compile(r"([\d,]+) more lines? like (.*) in the last [\d.]+ s$")
 LONGEST_LINE = 400  # bytes: every refusal line is cut short, ids to 100, origins to 200
 
 
@@ -180,3 +180,42 @@ class TestLogLimit(ServerTestCase):
             self.assertEqual(summaries, [f"3 more lines like '{kind} 0' in the last {0.1:.3g} s"])
         self.assertIn("information passes", messages)
         self.assertEqual(messages[-1], "one kind again")
+
+
+def test_cluster_warnings_bounded(redis_server: Any, start_server: Any) -> None:
+    """A flood of messages on the cluster's channel that no node can use leaves at most
+    LOG_BURST warnings and a line counting the rest per window: the limit covers the modules'
+    own loggers, which a filter on the ``app`` logger never saw."""
+    import redis
+
+    from timepush import cluster
+
+    window = 300 * MS
+    server = start_server(
+        "--interval=0.05", f"--redis={redis_server.url}", f"--log_window={window}"
+    )
+    server.wait_for_log(r"Node \S+ joined the cluster")
+    flood = 40 * loglimit.LOG_BURST
+    started = time.monotonic()
+    with redis.Redis.from_url(redis_server.url) as client:
+        for n in range(flood):
+            client.publish(cluster.PREFIX + "all", f"not json {n}")
+
+    def accounted() -> int:
+        """Warnings written plus those the summaries count."""
+        total = 0
+        for line in server.log.splitlines():
+            if "Ignored a cluster message" in line:
+                summary = SUMMARY.search(line)
+                total += int(summary[1].replace(",", "")) if summary else 1
+        return total
+
+    deadline = time.monotonic() + 10 * TIMEOUT
+    while accounted() < flood:
+        assert time.monotonic() < deadline, server.log[-2000:]
+        time.sleep(10 * MS)
+    windows = math.ceil((time.monotonic() - started) / window) + 1
+    written = [line for line in server.log.splitlines() if "Ignored a cluster message" in line]
+    assert accounted() == flood
+    assert len(written) <= (loglimit.LOG_BURST + 1) * windows < flood
+    assert server.stop() == 0

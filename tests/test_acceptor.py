@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tornado.netutil
 from support import MS, TIMEOUT, get_json, hang_up
+from tornado.httpserver import HTTPServer
 from tornado.websocket import websocket_connect
 
-from timepush import acceptor
+from timepush import acceptor, counters
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="reads a process's CPU time from Linux's /proc"
@@ -178,3 +180,29 @@ def test_out_of_descriptors(start_server: Any) -> None:
     ]
     assert len(about) <= 3, about
     assert [line for line in about if "Out of file descriptors" in line] != []
+
+
+def test_tcpserver_internals() -> None:
+    """Where add_sockets keeps a socket and its stop function is where Tornado's own does, and
+    where server.stop() looks: the Acceptor stops and the socket closes."""
+
+    async def scenario() -> None:
+        reference = HTTPServer(lambda request: None)
+        theirs = tornado.netutil.bind_sockets(0, "127.0.0.1")[0]
+        reference.add_sockets([theirs])
+        assert reference._sockets == {theirs.fileno(): theirs}
+        assert callable(reference._handlers[theirs.fileno()])
+        reference.stop()
+        assert theirs.fileno() == -1
+
+        server = HTTPServer(lambda request: None)
+        ours = tornado.netutil.bind_sockets(0, "127.0.0.1")[0]
+        acceptor.add_sockets(server, [ours], counters.Stats())
+        stop = server._handlers[ours.fileno()]
+        accept_loop = stop.__self__
+        assert isinstance(accept_loop, acceptor.Acceptor) and accept_loop.spare is not None
+        server.stop()
+        assert ours.fileno() == -1
+        assert accept_loop.spare is None  # Acceptor.stop() ran, and let its descriptor go
+
+    asyncio.run(scenario())
