@@ -1,4 +1,4 @@
-"""The tick's loop alone: app.py's ``write_to_all`` beside a bare send() loop, on one process.
+"""The tick's loop alone: the fast path and its fallback beside a bare send() loop, in one process.
 
 ``fanout.py`` measures whole servers, each in its own run, on a machine whose load drifts. This
 script takes the rest of the machine out: one process, pinned to CPU 0, runs ``app.py``'s
@@ -6,9 +6,10 @@ application (no SendThread) and takes ``--clients`` connections from ``loadgen.p
 pinned to CPU 1. Then, at each of ``--ticks`` ticks, it sends every client one frame with each
 of three loops, in an order that rotates from tick to tick, half an interval apart:
 
-- ``app``: ``app.write_to_all``, the loop every tick goes through;
-- ``calls``: the loop as ``app.py`` had it before it read attributes of Tornado's objects,
-  calling ``is_closing()``, ``writing()`` and ``write_to_fd()`` instead;
+- ``app``: ``app.targets.write_to_each``, the loop every tick goes through, reading Tornado's
+  attributes (``timepush/fastpath.py``);
+- ``public``: the same method after a failed start-up check, through Tornado's public API
+  (``is_closing()``, ``writing()``, ``stream.write()``);
 - ``bare``: ``for sock in socks: sock.send(frame)``, the least a Python loop can do.
 
 Each loop's CPU time (this thread's, which other processes do not stretch) is divided by the
@@ -33,36 +34,20 @@ import tornado.httpserver
 import tornado.netutil
 
 import app  # installed with the project: pip install -e '.[bench]'
+from timepush import fastpath
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loop-check.json"
 
 
-def write_with_calls(frame: bytes) -> int:
-    """``app.write_to_all`` as it was with Tornado's public methods (commit 426180e)."""
-    view = memoryview(frame)
-    now = time.monotonic()
-    sent = 0
-    for connection, stream, _ in list(app.targets.values()):
-        if connection.is_closing():
-            continue
-        if stream.writing():
-            sent += connection.handler.send_frame(frame, now)
-        else:
-            sent += write_frame_to_fd(stream, view)
-    return sent
+def through(internals: bool) -> Any:
+    """``app.targets.write_to_each``, on the fast path or on its fallback."""
 
+    def write(frame: bytes) -> int:
+        app.targets.internals = internals
+        sent, busy = app.targets.write_to_each(frame)
+        return sent + len(busy)
 
-def write_frame_to_fd(stream: Any, frame: memoryview) -> bool:
-    try:
-        written = stream.write_to_fd(frame)
-    except BlockingIOError:
-        written = 0
-    except OSError:
-        stream.close()
-        return False
-    if written < len(frame):
-        stream.write(frame[written:])
-    return True
+    return write
 
 
 def write_bare(frame: bytes, socks: list[Any]) -> int:
@@ -86,10 +71,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         deadline = time.monotonic() + 30
         while len(app.clients) < opened and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # the server's side of the last handshakes
-        socks = [sock for _, _, sock in app.targets.values()]
+        socks = [sock for _, _, sock in app.targets.by_id.values()]
         loops = {
-            "app": app.write_to_all,
-            "calls": write_with_calls,
+            "app": through(internals=True),
+            "public": through(internals=False),
             "bare": lambda frame: write_bare(frame, socks),
         }
         cpu_ms: dict[str, list[float]] = {name: [] for name in loops}
@@ -98,7 +83,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             order = order[1:] + order[:1]
             for name in order:
                 await asyncio.sleep(args.interval / len(loops))  # the clients read the last one
-                frame = app.encode_text_frame(str(datetime.datetime.now()))
+                frame = fastpath.encode_text_frame(str(datetime.datetime.now()))
                 started = time.thread_time()
                 sent = loops[name](frame)
                 cpu_ms[name].append((time.thread_time() - started) * 1000)
@@ -111,7 +96,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         result[f"{name}_cpu_us_per_client"] = round(
             statistics.median(cpu_ms[name]) * 1000 / len(socks), 2
         )
-    for name, other in (("app", "bare"), ("calls", "bare"), ("app", "calls")):
+    for name, other in (("app", "bare"), ("public", "bare"), ("app", "public")):
         result[f"{name}/{other}"] = checks.ratio_range(cpu_ms[name], cpu_ms[other])
     return {**result, "cpu_ms": cpu_ms}
 
