@@ -574,10 +574,11 @@ def test_walkthrough_close_codes_match_constants(language: str) -> None:
 NUMBER_WORDS = {"a": 1, "one": 1, "ten": 10, "eleven": 11, "twenty": 20, "thirty": 30}
 
 
-def code_number(pattern: str) -> int:
-    """A number written in app.py's source, found by a regular expression."""
-    found = re.search(pattern, (ROOT / "app.py").read_text(encoding="utf-8"))
-    assert found, f"app.py no longer matches {pattern!r}"
+def code_number(pattern: str, path: str = "app.py") -> int:
+    """A number written in a server file's source (app.py unless named), found by a regular
+    expression."""
+    found = re.search(pattern, (ROOT / path).read_text(encoding="utf-8"))
+    assert found, f"{path} no longer matches {pattern!r}"
     return int(found.group(1))
 
 
@@ -592,7 +593,11 @@ def facts() -> list[tuple[str, str, int]]:
         ("README", r"(\d+) printable characters", app.MAX_ID_LENGTH),
         ("en", r"longer than (\d+) characters", app.MAX_ID_LENGTH),
         ("zh", r"超过 (\d+) 个字符", app.MAX_ID_LENGTH),
-        ("README", r"last (\d+) ticks", code_number(r"deque\(maxlen=(\d+)\)")),
+        (
+            "README",
+            r"last (\d+) ticks",
+            code_number(r"deque\(maxlen=(\d+)\)", "timepush/counters.py"),
+        ),
         ("en", r"\((\d+) KiB\)", options["max_message_size"] // 1024),
         ("zh", r"\uff08(\d+) KiB\uff09", options["max_message_size"] // 1024),
         ("en", r"`--max_messages_per_second` \((\d+)\)", rate),
