@@ -61,6 +61,5 @@ def print_help(program: str) -> None:
         flags=re.MULTILINE,
     )
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    sys.stdout.write(
-        text.replace("Usage: " + sys.argv[0], "Usage: python " + program).replace(here, "")
-    )
+    text = re.sub(r"^\S*site-packages/", "", text.replace(here, ""), flags=re.MULTILINE)
+    sys.stdout.write(text.replace("Usage: " + sys.argv[0], "Usage: python " + program))

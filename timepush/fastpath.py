@@ -152,7 +152,7 @@ class Targets:
         if problem is not None:
             log.warning(
                 "Tornado %s: %s; ticks go through Tornado's public API instead, which costs "
-                "them about a tenth more CPU",
+                "them more CPU (docs/performance.md)",
                 tornado.version,
                 problem,
             )
