@@ -6,18 +6,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    NginxProcess,
-    Reader,
-    RedisProcess,
-    ServerProcess,
-    nginx_missing,
-    on_ci,
-    redis_missing,
-    self_signed_certificate,
-)
+from chromium import CHROMIUM, CHROMIUM_ARGS
+from clients import Reader
+from nginx_process import NginxProcess, nginx_missing, self_signed_certificate
+from redis_process import RedisProcess, redis_missing
+from servers import ServerProcess
+from support import on_ci
 
 
 @pytest.fixture
@@ -35,7 +29,7 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
         server.close()
 
 
-# The browser fixtures: a test module that uses them calls support.need_chromium() first.
+# The browser fixtures: a test module that uses them calls chromium.need_chromium() first.
 
 
 class Console:

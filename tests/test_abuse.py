@@ -11,7 +11,8 @@ import socket
 import time
 from typing import Any
 
-from support import PING, TEXT, RawClient, gaps, get_json, tick_slots
+from clients import PING, TEXT, RawClient
+from support import gaps, get_json, tick_slots
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 

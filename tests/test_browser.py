@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from support import TIMEOUT, need_chromium
+from chromium import need_chromium
+from support import TIMEOUT
 
 need_chromium()
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import ServerTestCase
+from servers import ServerTestCase
 from tornado.testing import gen_test
 
 from timepush import clock

@@ -11,18 +11,10 @@ import urllib.request
 from typing import Any, Callable
 
 import pytest
-from support import (
-    MS,
-    TICK,
-    TIMEOUT,
-    Reader,
-    RedisProcess,
-    ServerProcess,
-    closing,
-    gaps,
-    post_push,
-    tick_slots,
-)
+from clients import Reader, closing
+from redis_process import RedisProcess
+from servers import ServerProcess, post_push
+from support import MS, TICK, TIMEOUT, gaps, tick_slots
 
 import app
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from support import MS, TIMEOUT, RedisProcess
+from redis_process import RedisProcess
+from support import MS, TIMEOUT
 
 # Importing the browser tests' helper also skips this file without Chromium (fails it on CI).
 from test_browser import take_over

@@ -10,7 +10,9 @@ import time
 from typing import Any, Callable, ClassVar
 
 import pytest
-from support import MS, TICK, TIMEOUT, RedisProcess, ServerProcess, ServerTestCase
+from redis_process import RedisProcess
+from servers import ServerProcess, ServerTestCase
+from support import MS, TICK, TIMEOUT
 from test_docs import README, parsed, plain, server_modules, table
 from tornado.testing import gen_test
 

@@ -16,7 +16,9 @@ from unittest import mock
 
 import tornado
 import tornado.iostream
-from support import BINARY, CLOSE, MS, TEXT, ServerTestCase
+from clients import BINARY, CLOSE, TEXT
+from servers import ServerTestCase
+from support import MS
 from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect

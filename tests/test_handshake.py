@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ServerTestCase, hang_up
+from servers import ServerTestCase
+from support import hang_up
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect

@@ -6,7 +6,7 @@ import re
 from typing import Any, ClassVar
 
 import pytest
-from support import ServerTestCase
+from servers import ServerTestCase
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.testing import gen_test
 

@@ -10,7 +10,8 @@ import re
 import time
 from typing import Any
 
-from support import MS, TIMEOUT, ServerTestCase, get_json, hang_up
+from servers import ServerTestCase
+from support import MS, TIMEOUT, get_json, hang_up
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
 

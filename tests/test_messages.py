@@ -6,9 +6,11 @@ import ast
 import asyncio
 from typing import Any, ClassVar
 
+from clients import BINARY, CLOSE, TEXT, parse_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import BINARY, CLOSE, TEXT, TICK, ServerTestCase, gaps, parse_close, tick_slots
+from servers import ServerTestCase
+from support import TICK, gaps, tick_slots
 from tornado.testing import gen_test
 
 import app

@@ -8,7 +8,8 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from support import CLOSE, PING, TEXT, ServerTestCase, parse_close
+from clients import CLOSE, PING, TEXT, parse_close
+from servers import ServerTestCase
 from tornado.testing import gen_test
 
 import app

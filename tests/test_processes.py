@@ -13,7 +13,9 @@ import time
 from typing import Any
 
 import pytest
-from support import MS, ROOT, TICK, TIMEOUT, Reader, RedisProcess, boundary_index, closing, get_json
+from clients import Reader, closing
+from redis_process import RedisProcess
+from support import MS, ROOT, TICK, TIMEOUT, boundary_index, get_json
 
 import app
 

@@ -20,21 +20,12 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import pytest
-from support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    MS,
-    TIMEOUT,
-    NginxProcess,
-    Reader,
-    RedisProcess,
-    ServerProcess,
-    ServerTestCase,
-    closing,
-    free_port,
-    hang_up,
-    need_chromium,
-)
+from chromium import CHROMIUM, CHROMIUM_ARGS, need_chromium
+from clients import Reader, closing
+from nginx_process import NginxProcess
+from redis_process import RedisProcess
+from servers import ServerProcess, ServerTestCase
+from support import MS, TIMEOUT, free_port, hang_up
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.options import options
 from tornado.testing import gen_test

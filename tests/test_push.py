@@ -8,14 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import (
-    TICK,
-    ServerProcess,
-    ServerTestCase,
-    post_push,
-    recording_sends,
-    server_text_frames,
-)
+from servers import ServerProcess, ServerTestCase, post_push
+from support import TICK, recording_sends, server_text_frames
 from tornado.testing import gen_test
 
 import app

@@ -16,15 +16,8 @@ from typing import Any
 
 import pytest
 import tornado.iostream
-from support import (
-    MS,
-    TICK,
-    ServerTestCase,
-    boundary_index,
-    hang_up,
-    recording_sends,
-    server_text_frames,
-)
+from servers import ServerTestCase
+from support import MS, TICK, boundary_index, hang_up, recording_sends, server_text_frames
 from tornado.httpclient import HTTPClientError
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect

@@ -11,7 +11,8 @@ import time
 import urllib.request
 from typing import Any, ClassVar
 
-from support import ROOT, TIMEOUT, ServerTestCase
+from servers import ServerTestCase
+from support import ROOT, TIMEOUT
 from tornado.httpclient import HTTPRequest
 from tornado.testing import gen_test
 from tornado.web import create_signed_value, decode_signed_value

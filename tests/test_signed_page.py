@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from support import need_chromium
+from chromium import need_chromium
 
 need_chromium()
 
