@@ -182,6 +182,19 @@ class TestLogLimit(ServerTestCase):
         self.assertIn("information passes", messages)
         self.assertEqual(messages[-1], "one kind again")
 
+    def test_one_more_line(self) -> None:
+        """One line held back is counted in the singular."""
+        logger = logging.getLogger("app.test")
+        limit = loglimit.LogLimit(window=10 * TIMEOUT)
+        logger.addFilter(limit)
+        try:
+            for n in range(loglimit.LOG_BURST + 1):
+                logger.warning("a kind %d", n)
+            limit.flush()
+        finally:
+            logger.removeFilter(limit)
+        self.assertRegex(self.log.messages("app.test")[-1], r"^1 more line like 'a kind 0' ")
+
 
 def test_cluster_warnings_bounded(redis_server: Any, start_server: Any) -> None:
     """A flood of messages on the cluster's channel that no node can use leaves at most
