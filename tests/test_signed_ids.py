@@ -139,6 +139,32 @@ class TestSignedIds(ServerTestCase):
         self.assertEqual(app.stats.closed["replaced"], 1)
 
 
+class TestSecureCookie(ServerTestCase):
+    app_settings: ClassVar[dict[str, Any]] = {"cookie_secret": SECRET}
+
+    def get_httpserver_options(self) -> dict[str, Any]:
+        return {"xheaders": True}  # as with --xheaders, behind a proxy
+
+    @gen_test
+    async def test_secure_behind_tls(self) -> None:
+        """Behind a proxy that says the page came over https, the cookie is marked Secure."""
+        for proto, secure in (("https", True), ("http", False), (None, False)):
+            headers = {"X-Forwarded-Proto": proto} if proto else {}
+            response = await self.http_client.fetch(self.get_url("/"), headers=headers)
+            attributes = [a.strip().lower() for a in response.headers["Set-Cookie"].split(";")]
+            self.assertEqual("secure" in attributes, secure, proto)
+
+
+def test_proxy_header_needs_xheaders(start_server) -> None:
+    """Without --xheaders, a client's own X-Forwarded-Proto changes nothing."""
+    server = start_server("--interval=0.02", f"--cookie_secret={SECRET}")
+    request = urllib.request.Request(server.url + "/", headers={"X-Forwarded-Proto": "https"})
+    with urllib.request.urlopen(request) as response:
+        attributes = [a.strip().lower() for a in response.headers["Set-Cookie"].split(";")]
+    assert "secure" not in attributes
+    assert server.stop() == 0
+
+
 class TestClaimedIds(ServerTestCase):
     @gen_test
     async def test_without_secret(self) -> None:

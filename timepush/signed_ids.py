@@ -53,7 +53,13 @@ def hand_out_id(handler: tornado.web.RequestHandler) -> str:
     signed = handler.get_signed_cookie(ID_COOKIE, max_age_days=ID_MAX_AGE_DAYS)
     client_id = signed.decode() if signed else secrets.token_urlsafe(12)
     handler.set_signed_cookie(
-        ID_COOKIE, client_id, expires_days=ID_MAX_AGE_DAYS, httponly=True, samesite="Strict"
+        ID_COOKIE,
+        client_id,
+        expires_days=ID_MAX_AGE_DAYS,
+        httponly=True,
+        samesite="Strict",
+        # Over https (behind a proxy, as --xheaders tells it), never sent in the clear.
+        secure=handler.request.protocol == "https",
     )
     return client_id
 
