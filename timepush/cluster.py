@@ -74,6 +74,10 @@ return owners
 # Errors that mean "the link to Redis is not working"; anything else is a bug and is logged.
 LINK_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 
+# Far above any message a node sends: a push's text is at most 64 KiB, and six times that once
+# escaped as JSON. Anything longer is not read at all.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
 
 class SubscriptionStalled(Exception):
     """The node's own echo did not come back: the subscription stopped delivering."""
@@ -110,6 +114,62 @@ def add_up(figures: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         name: dict(value) if isinstance(value, dict) else value for name, value in total.items()
     }
+
+
+def sendable(value: Any) -> bool:
+    """A text that can go out in a WebSocket frame (not a lone surrogate)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_reached(value: Any) -> bool:
+    return value is None or is_count(value)
+
+
+# What each operation carries, and what each field must be.
+MESSAGES: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "echo": {},
+    "close": {"id": is_text, "owner": is_text},
+    "push": {"from": is_text, "request": is_count, "text": sendable},
+    "reply": {"request": is_count, "reached": is_reached},
+}
+
+
+def parse(data: bytes) -> dict[str, Any] | None:
+    """A message from another node, or None for anything no node sends.
+
+    Anyone who can reach Redis can publish, so the size is bounded before parsing, and
+    nesting too deep for the parser is refused like any other bad JSON.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        message = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        return None
+    fields = MESSAGES.get(message["op"])
+    if fields is None:
+        return None
+    if message["op"] == "push" and "id" in message:
+        fields = {**fields, "id": is_text}
+    if all(name in message and valid(message[name]) for name, valid in fields.items()):
+        return message
+    return None
 
 
 class Cluster:
@@ -162,6 +222,7 @@ class Cluster:
         self.ever_up = False
         self.echo_since: float | None = None
         self.totals: dict[str, Any] | None = None
+        self.ignored = 0  # messages from Redis that no node sends
         self.task: asyncio.Task[None] | None = None
 
     # -- called by push.py -----------------------------------------------------------------
@@ -220,7 +281,11 @@ class Cluster:
 
     def stats(self) -> dict[str, Any]:
         """What ``/stats`` adds: the link's state and the totals over the live nodes."""
-        return {"redis": "up" if self.up else "down", "cluster": self.totals if self.up else None}
+        return {
+            "redis": "up" if self.up else "down",
+            "cluster": self.totals if self.up else None,
+            "cluster_messages_ignored": self.ignored,
+        }
 
     # -- the link ----------------------------------------------------------------------------
 
@@ -274,19 +339,25 @@ class Cluster:
         for _, arrived in self.replies.values():
             arrived.set()  # nobody waits for replies that will not come
 
-    async def session(self) -> None:
-        client = redis.asyncio.Redis.from_pool(
+    def connect(self, connections: int, decode: bool) -> redis.asyncio.Redis:
+        return redis.asyncio.Redis.from_pool(
             redis.asyncio.BlockingConnectionPool.from_url(
                 self.url,
-                max_connections=8,
+                max_connections=connections,
                 timeout=self.timeout,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),  # this class does the retrying
-                decode_responses=True,
+                decode_responses=decode,
             )
         )
-        pubsub = client.pubsub()
+
+    async def session(self) -> None:
+        client = self.connect(8, decode=True)
+        # Messages arrive as bytes: one that is not UTF-8 is ignored like any other bad one,
+        # where decoding it in the client would raise in the middle of reading the reply.
+        listener = self.connect(1, decode=False)
+        pubsub = listener.pubsub()
         tasks: list[asyncio.Task[None]] = []
         try:
             await client.ping()
@@ -322,6 +393,7 @@ class Cluster:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.quietly(pubsub.aclose())
+            await self.quietly(listener.aclose())
             await self.quietly(client.aclose())
 
     async def forget_node(self, client: redis.asyncio.Redis) -> None:
@@ -344,12 +416,16 @@ class Cluster:
             if message is not None:
                 await self.handle(message["data"])
 
-    async def handle(self, data: str) -> None:
-        try:
-            await self.dispatch(json.loads(data))
-        except (ValueError, TypeError, KeyError, AttributeError):
+    async def handle(self, data: bytes) -> None:
+        message = parse(data)
+        if message is None:
             # Anyone who can reach Redis can publish: a stranger's message must not stop us.
-            log.warning("Ignored a cluster message that is not ours: %r", str(data)[:200])
+            self.ignored += 1
+            log.warning(
+                "Ignored a cluster message that is not ours (%d bytes): %r", len(data), data[:60]
+            )
+        else:
+            await self.dispatch(message)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         op = message["op"]

@@ -1,0 +1,106 @@
+"""Faults that must not take a cluster down: strangers' messages and heartbeat entries in Redis,
+Redis errors during a push."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import pytest
+from clients import Reader, closing
+from redis_process import RedisProcess
+from servers import ServerProcess, post_push
+from support import TICK
+from test_cluster import ROUND, TOKEN, eventually, joined
+
+redis = pytest.importorskip(
+    "redis", reason="the redis package is missing: pip install -e '.[redis]'"
+)
+
+IGNORED = "Ignored a cluster message"
+
+
+@pytest.fixture
+def start_node(
+    redis_server: RedisProcess, start_server: Callable[..., ServerProcess]
+) -> Callable[..., ServerProcess]:
+    """Start ``python app.py`` as one more node on the test's redis-server, ``interval`` apart."""
+
+    def start(interval: float = ROUND) -> ServerProcess:
+        return start_server(
+            f"--interval={TICK}",
+            f"--redis={redis_server.url}",
+            f"--redis_interval={interval}",
+            env={"PUSH_TOKEN": TOKEN},
+        )
+
+    return start
+
+
+def connect(redis_server: RedisProcess) -> Any:
+    return redis.Redis.from_url(redis_server.url)
+
+
+def healthy(node: ServerProcess) -> None:
+    """The node never lost its link and never logged a traceback."""
+    assert "Traceback" not in node.log, node.log
+    assert "out of reach" not in node.log, node.log
+    assert "Cluster link failed" not in node.log, node.log
+
+
+# Messages a node cannot use, published where every node listens.
+JUNK = [
+    b"[" * 100_000,  # deeper than the JSON parser can go
+    b"x" * 2_000_000,  # bigger than any message a node sends
+    b"\xff\xfe not UTF-8",
+    b"not json",
+    b"null",
+    b"[1]",
+    b'"echo"',
+    b'{"op": 5}',
+    b'{"op": ["echo"]}',
+    b'{"op": "dance"}',
+    b'{"op": "close", "id": ["x"], "owner": "n#1"}',
+    b'{"op": "close", "id": "x"}',
+    b'{"op": "push", "from": 5, "request": 1, "text": "junk 1"}',
+    b'{"op": "push", "from": "n", "request": "1", "text": "junk 2"}',
+    b'{"op": "push", "from": "n", "request": 1, "text": ["junk 3"]}',
+    b'{"op": "push", "from": "n", "request": 1, "text": "\\ud800"}',
+    b'{"op": "push", "from": "n", "request": 1, "id": 7, "text": "junk 4"}',
+    b'{"op": "reply", "request": 1, "reached": "many"}',
+]
+
+
+def test_junk_messages(start_node: Any, redis_server: RedisProcess) -> None:
+    """Messages a node cannot use, of any shape or size, are counted in /stats and ignored; the
+    log says so a bounded number of times; the link stays up and pushes across nodes work."""
+    a, b = start_node(), start_node()
+    repeats = 5
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        on_b = await Reader.connect(b.ws_url("on-b"))
+        await on_b.ticks(1)
+        with connect(redis_server) as client:
+            for _ in range(repeats):
+                for junk in JUNK:
+                    client.publish("time-push:all", junk)
+        expected = repeats * len(JUNK)
+        for node in (a, b):
+            await eventually(lambda n=node: n.stats()["cluster_messages_ignored"] == expected)
+        # Several rounds later the link is still up, and a push from A reaches B's client.
+        await on_b.ticks(round(5 * ROUND / TICK))
+        for node in (a, b):
+            assert node.stats()["redis"] == "up"
+        status, _, answer = await post_push(a.url, {"Id": "on-b", "message": "after"}, TOKEN)
+        assert (status, answer) == (200, {"reached": 1})
+        await on_b.wait_for(lambda r: "after" in r.messages)
+        assert not [m for m in on_b.messages if m.startswith("junk")]
+        on_b.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        healthy(node)
+        lines = [line for line in node.lines if IGNORED in line]
+        assert 1 <= len(lines) <= 5, lines  # the log's limit: 5 of one kind in a window
+        assert max(len(line) for line in lines) < 400, lines
