@@ -104,3 +104,59 @@ def test_junk_messages(start_node: Any, redis_server: RedisProcess) -> None:
         lines = [line for line in node.lines if IGNORED in line]
         assert 1 <= len(lines) <= 5, lines  # the log's limit: 5 of one kind in a window
         assert max(len(line) for line in lines) < 400, lines
+
+
+# Heartbeat entries no node writes: each is the stats of a made-up node in the set of nodes.
+BAD_ENTRIES = {
+    "list": b"[]",
+    "string": b'"a string"',
+    "words": b'{"clients": "many", "refused": {"full": "lots"}}',
+    "nested": b'{"refused": {"full": {"deeper": 1}}}',
+    "infinite": b'{"clients": 1e400}',
+    "long-number": b'{"clients": ' + b"9" * 5000 + b"}",
+    "negative": b'{"clients": -3}',
+    "nodes": b'{"nodes": 7}',
+    "deep": b"[" * 100_000,
+    "huge": b'{"clients": 1, "pad": "' + b"x" * 2_000_000 + b'"}',
+    "not-utf-8": b'{"clients": \xff}',
+}
+
+
+def test_bad_heartbeat_entries(start_node: Any, redis_server: RedisProcess) -> None:
+    """Heartbeat entries no node wrote are left out of the totals and expire; the link stays up
+    and pushes across nodes keep working meanwhile."""
+    a, b = start_node(), start_node()
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        on_b = await Reader.connect(b.ws_url("on-b"))
+        await on_b.ticks(1)
+        await eventually(lambda: a.stats()["cluster"]["clients"] == 1)
+        with connect(redis_server) as client:
+            for name, value in BAD_ENTRIES.items():
+                client.set("time-push:stats:" + name, value)
+            client.sadd("time-push:nodes", *BAD_ENTRIES, b"\xff")
+        # Pushes across nodes go on for many rounds, and the totals leave the bad entries out.
+        for n in range(20):
+            status, _, answer = await post_push(a.url, {"Id": "on-b", "message": f"p{n}"}, TOKEN)
+            assert (status, answer) == (200, {"reached": 1}), n
+            stats = a.stats()
+            assert stats["redis"] == "up", n
+            assert sorted(stats["cluster"]["nodes"]) == sorted(
+                [a.stats()["node"], b.stats()["node"]]
+            )
+            assert stats["cluster"]["clients"] == 1
+            await asyncio.sleep(ROUND / 2)
+        with connect(redis_server) as client:
+            await eventually(
+                lambda: not client.exists(*(f"time-push:stats:{n}" for n in BAD_ENTRIES))
+            )
+            # A name that is not UTF-8 cannot be named back to Redis: it stays, skipped.
+            names = {a.stats()["node"].encode(), b.stats()["node"].encode(), b"\xff"}
+            assert client.smembers("time-push:nodes") == names
+        on_b.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        healthy(node)
+    assert "heartbeat entries that no node writes" in a.log + b.log  # whichever saw them first

@@ -77,6 +77,7 @@ LINK_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
 # Far above any message a node sends: a push's text is at most 64 KiB, and six times that once
 # escaped as JSON. Anything longer is not read at all.
 MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_FIGURES_BYTES = 64 * 1024  # a node's heartbeat takes a few hundred
 
 
 class SubscriptionStalled(Exception):
@@ -170,6 +171,32 @@ def parse(data: bytes) -> dict[str, Any] | None:
     if all(name in message and valid(message[name]) for name, valid in fields.items()):
         return message
     return None
+
+
+def is_figure(value: Any) -> bool:
+    """A count a node reports: a number from 0 to 2**53 (NaN and infinities fail the test)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2**53
+
+
+def read_figures(value: str) -> dict[str, Any] | None:
+    """A node's heartbeat figures, or None for an entry no node writes.
+
+    Each figure is a count or a dict of counts; no field may be called ``nodes``, the name of
+    the list that the totals carry.
+    """
+    if len(value) > MAX_FIGURES_BYTES:
+        return None
+    try:
+        figures = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(figures, dict) or "nodes" in figures:
+        return None
+    for figure in figures.values():
+        counts = figure.values() if isinstance(figure, dict) else [figure]
+        if not all(is_figure(count) for count in counts):
+            return None
+    return figures
 
 
 class Cluster:
@@ -349,6 +376,9 @@ class Cluster:
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),  # this class does the retrying
                 decode_responses=decode,
+                # Anyone can write to Redis: bytes that are not UTF-8 must not raise halfway
+                # through a reply. They fail the checks on what was read instead.
+                encoding_errors="replace",
             )
         )
 
@@ -518,10 +548,26 @@ class Cluster:
         *_, names = await pipe.execute()
         names = sorted(names)
         values = await client.mget([PREFIX + "stats:" + name for name in names])
-        gone = [name for name, value in zip(names, values) if value is None]
-        if gone:
-            await client.srem(nodes_key, *gone)
-        live = [(name, json.loads(value)) for name, value in zip(names, values) if value]
+        live, gone, bad = [], [], []
+        for name, value in zip(names, values):
+            figures = None if value is None else read_figures(value)
+            if figures is not None:
+                live.append((name, figures))
+            else:
+                (gone if value is None else bad).append(name)
+        if gone or bad:
+            pipe = client.pipeline(transaction=False)
+            pipe.srem(nodes_key, *gone, *bad)
+            for name in bad:
+                # Not a node's entry: left out of the totals, and left to expire.
+                pipe.pexpire(PREFIX + "stats:" + name, self.node_ttl_ms)
+            await pipe.execute()
+        if bad:
+            log.warning(
+                "Skipped %d heartbeat entries that no node writes, such as %r",
+                len(bad),
+                bad[0][:60],
+            )
         self.totals = {"nodes": [name for name, _ in live], **add_up([f for _, f in live])}
 
     async def publish(self, channel: str, message: dict[str, Any]) -> int:
