@@ -10,7 +10,7 @@ import pytest
 from clients import Reader, closing
 from redis_process import RedisProcess
 from servers import ServerProcess, post_push
-from support import TICK
+from support import TICK, TIMEOUT
 from test_cluster import ROUND, TOKEN, eventually, joined
 
 redis = pytest.importorskip(
@@ -160,3 +160,71 @@ def test_bad_heartbeat_entries(start_node: Any, redis_server: RedisProcess) -> N
     for node in (a, b):
         healthy(node)
     assert "heartbeat entries that no node writes" in a.log + b.log  # whichever saw them first
+
+
+LINK_DOWN = (503, "Cluster link down, try again", {"error": "Cluster link down, try again"})
+
+
+def test_redis_lost_during_push(start_node: Any, redis_server: RedisProcess) -> None:
+    """Redis gone while a push waits for its answer: 503 with a reason, never a 500; once Redis
+    is back, pushes reach the other node again."""
+    a, b = start_node(), start_node()
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        on_b = await Reader.connect(b.ws_url("on-b"))
+        await on_b.ticks(1)
+        with connect(redis_server) as client:
+            client.client_pause(round(5 * TIMEOUT * 1000))  # the lookup waits...
+        body = {"Id": "on-b", "message": "lost"}
+        pushing = asyncio.ensure_future(post_push(a.url, body, TOKEN))
+        await asyncio.sleep(5 * TICK)
+        redis_server.stop()  # ... and its connection is closed under it
+        assert await pushing == LINK_DOWN
+        redis_server.start()
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        status, _, answer = await post_push(a.url, {"Id": "on-b", "message": "after"}, TOKEN)
+        assert (status, answer) == (200, {"reached": 1})
+        on_b.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        assert "Traceback" not in node.log, node.log
+
+
+def test_subscribers_dropped_during_pushes(start_node: Any, redis_server: RedisProcess) -> None:
+    """Redis drops subscribers that fall behind while 40 pushes to all run at once: each push
+    gets 200 or 503, never a 500, and the nodes come back."""
+    a, b = start_node(), start_node()
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        with connect(redis_server) as client:
+            client.config_set("client-output-buffer-limit", "pubsub 1kb 1kb 0")
+            big = {"message": "x" * 4096}
+            answers = await asyncio.gather(*(post_push(a.url, big, TOKEN) for _ in range(40)))
+            client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+        assert all(answer[:2] in ((200, "OK"), LINK_DOWN[:2]) for answer in answers), answers
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        assert "Traceback" not in node.log, node.log
+
+
+def test_bad_bodies_in_a_cluster(start_node: Any) -> None:
+    """In a cluster too, a text that cannot be sent as UTF-8 is refused before any node has it."""
+    a, b = start_node(), start_node()
+    reason = '"message" has a lone surrogate'
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        on_b = await Reader.connect(b.ws_url("on-b"))
+        await on_b.ticks(1)
+        for body in (b'{"message": "\\ud800"}', b'{"Id": "on-b", "message": "\\ud800"}'):
+            assert await post_push(a.url, body, TOKEN) == (400, reason, {"error": reason})
+        on_b.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        healthy(node)

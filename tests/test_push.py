@@ -85,6 +85,7 @@ def server() -> Iterator[ServerProcess]:
 
 
 TOO_BIG = {"message": "x" * (64 * 1024)}
+NESTED_ID = b'{"Id": ' + b"[" * 30_000 + b"]" * 30_000 + b', "message": "hi"}'
 
 
 @pytest.mark.parametrize(
@@ -98,6 +99,9 @@ TOO_BIG = {"message": "x" * (64 * 1024)}
         (b"{not json", {}, TOKEN, 400, "Body is not JSON"),
         (b"\xff\xfe", {}, TOKEN, 400, "Body is not JSON"),
         (b"", {}, TOKEN, 400, "Body is not JSON"),
+        (b"[" * 60_000, {}, TOKEN, 400, "Body nested too deeply"),
+        (NESTED_ID, {}, TOKEN, 400, "Body nested too deeply"),
+        (b'{"message": "\\ud800"}', {}, TOKEN, 400, '"message" has a lone surrogate'),
         (["hi"], {}, TOKEN, 400, 'Missing "message" (a string)'),
         ({"Id": "a"}, {}, TOKEN, 400, 'Missing "message" (a string)'),
         ({"message": 5}, {}, TOKEN, 400, 'Missing "message" (a string)'),

@@ -287,8 +287,9 @@ class Cluster:
     async def push(self, client_id: str | None, text: str) -> int | None:
         """Send ``text`` to the client with this Id (or to all) on any node; return how many got it.
 
-        None means the Id is connected nowhere. Raises ``ConnectionError`` when the client is
-        not local and Redis is out of reach.
+        None means the Id is connected nowhere. Raises the builtin ``ConnectionError`` when the
+        client is not local and Redis is out of reach or fails during the push; a push to all
+        then reaches the local clients only.
         """
         if client_id is not None and client_id in self.owners:
             return self.deliver(client_id, text)
@@ -296,15 +297,22 @@ class Cluster:
             reached = self.deliver_all(text)
             if not self.up:
                 return reached
-            return reached + await self.ask(PREFIX + "all", {"op": "push", "text": text})
+            try:
+                return reached + await self.ask(PREFIX + "all", {"op": "push", "text": text})
+            except LINK_ERRORS:
+                return reached  # the session ends and says so in the log
         if not self.up or self.redis is None:
             raise ConnectionError("no link to Redis")
-        owner = await self.redis.get(PREFIX + "id:" + client_id)
-        if owner is None:
-            return None
-        node = owner.rpartition("#")[0]
-        message = {"op": "push", "id": client_id, "text": text}
-        return await self.ask(PREFIX + "node:" + node, message)
+        try:
+            owner = await self.redis.get(PREFIX + "id:" + client_id)
+            if owner is None:
+                return None
+            node = owner.rpartition("#")[0]
+            message = {"op": "push", "id": client_id, "text": text}
+            return await self.ask(PREFIX + "node:" + node, message)
+        except LINK_ERRORS as error:
+            # redis-py's own ConnectionError and TimeoutError are not the builtin ones.
+            raise ConnectionError("Redis failed during a push") from error
 
     def stats(self) -> dict[str, Any]:
         """What ``/stats`` adds: the link's state and the totals over the live nodes."""

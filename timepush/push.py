@@ -169,8 +169,14 @@ class PushHandler(tornado.web.RequestHandler):
             request = json.loads(self.body)
         except ValueError:  # UnicodeDecodeError included
             raise tornado.web.HTTPError(400, reason="Body is not JSON") from None
+        except RecursionError:
+            raise tornado.web.HTTPError(400, reason="Body nested too deeply") from None
         if not isinstance(request, dict) or not isinstance(request.get("message"), str):
             raise tornado.web.HTTPError(400, reason='Missing "message" (a string)')
+        try:
+            request["message"].encode("utf-8")  # as the frame will be
+        except UnicodeEncodeError:
+            raise tornado.web.HTTPError(400, reason='"message" has a lone surrogate') from None
         client_id = request.get("Id")
         if "Id" in request and (not isinstance(client_id, str) or self.id_problem(client_id)):
             raise tornado.web.HTTPError(400, reason='"Id" is not a valid Id')
