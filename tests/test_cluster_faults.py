@@ -4,13 +4,14 @@ Redis errors during a push."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, Callable
 
 import pytest
 from clients import Reader, closing
 from redis_process import RedisProcess
 from servers import ServerProcess, post_push
-from support import TICK, TIMEOUT
+from support import MS, TICK, TIMEOUT
 from test_cluster import ROUND, TOKEN, eventually, joined
 
 redis = pytest.importorskip(
@@ -228,3 +229,37 @@ def test_bad_bodies_in_a_cluster(start_node: Any) -> None:
     asyncio.run(closing(scenario()))
     for node in (a, b):
         healthy(node)
+
+
+def test_redis_full(start_node: Any, redis_server: RedisProcess) -> None:
+    """Redis out of memory (maxmemory, noeviction): each node says so once and keeps its link;
+    a claim refused meanwhile is retried, so once Redis has room the newest connection wins."""
+    from test_cluster import REPLACED, owner_node
+
+    a, b = start_node(), start_node()
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        older = await Reader.connect(a.ws_url("x"))
+        await eventually(lambda: owner_node(redis_server, "x") == a.stats()["node"])
+        with connect(redis_server) as client:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1")  # every write that needs memory is refused
+            await eventually(lambda: "is full" in a.log and "is full" in b.log)
+            newer = await Reader.connect(b.ws_url("x"))
+            # Many rounds: both connections stay (the takeover cannot be written), links stay up.
+            for _ in range(10):
+                await asyncio.sleep(ROUND)
+                assert a.stats()["redis"] == b.stats()["redis"] == "up"
+            assert older.closed is None and newer.closed is None
+            client.config_set("maxmemory", "0")
+        assert await older.until_closed(1000 * MS) == REPLACED
+        await newer.ticks(round(5 * ROUND / TICK))
+        assert owner_node(redis_server, "x") == b.stats()["node"]
+        newer.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        healthy(node)
+        assert len(re.findall(r"is full", node.log)) == 1, node.log
+        assert len(re.findall(r"takes writes again", node.log)) == 1, node.log

@@ -54,7 +54,8 @@ return 0
 """
 
 # For each Id this node serves: keep the key alive if it is ours, put it back if it is gone
-# (Redis restarted or the key expired), and answer who owns it now.
+# (Redis restarted or the key expired), and answer who owns it now. A full Redis refuses to put
+# a key back (keeping one alive needs no memory): it is still ours, put back in a later round.
 REFRESH = """
 local ttl = ARGV[#ARGV]
 local owners = {}
@@ -63,7 +64,7 @@ for i, key in ipairs(KEYS) do
     if owner == ARGV[i] then
         redis.call('PEXPIRE', key, ttl)
     elseif not owner then
-        redis.call('SET', key, ARGV[i], 'PX', ttl)
+        redis.pcall('SET', key, ARGV[i], 'PX', ttl)
         owner = ARGV[i]
     end
     owners[i] = owner
@@ -82,6 +83,16 @@ MAX_FIGURES_BYTES = 64 * 1024  # a node's heartbeat takes a few hundred
 
 class SubscriptionStalled(Exception):
     """The node's own echo did not come back: the subscription stopped delivering."""
+
+
+def refused_for_memory(results: list[Any]) -> list[bool]:
+    """Which commands of a pipeline a full Redis refused; any other error is raised."""
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(
+            result, redis.exceptions.OutOfMemoryError
+        ):
+            raise result
+    return [isinstance(result, Exception) for result in results]
 
 
 def safe_url(url: str) -> str:
@@ -250,6 +261,7 @@ class Cluster:
         self.echo_since: float | None = None
         self.totals: dict[str, Any] | None = None
         self.ignored = 0  # messages from Redis that no node sends
+        self.full = False  # Redis refuses writes for want of memory
         self.task: asyncio.Task[None] | None = None
 
     # -- called by push.py -----------------------------------------------------------------
@@ -404,10 +416,10 @@ class Cluster:
             was_down = self.ever_up
             self.up = self.ever_up = True
             self.echo_since = None
-            newer = [("claim", i, self.owners[i]) for i in self.unclaimed if i in self.owners]
+            newer = [i for i in self.unclaimed if i in self.owners]
             self.unclaimed.clear()
-            for start in range(0, len(newer), BATCH):
-                await self.write(client, newer[start : start + BATCH])
+            for client_id in newer:  # in flight: the owner re-check leaves them alone
+                self.queue("claim", client_id, self.owners[client_id])
             await self.check_owners(client)
             if was_down:
                 log.info(
@@ -489,16 +501,28 @@ class Cluster:
             arrived.set()
 
     async def write_pending(self, client: redis.asyncio.Redis) -> None:
-        """Send queued claims and releases in order, many per round trip."""
+        """Send queued claims and releases in order, many per round trip, until each lands."""
         while True:
             await self.wake.wait()
             self.wake.clear()
             while self.pending:
                 batch = [self.pending.popleft() for _ in range(min(BATCH, len(self.pending)))]
-                await self.write(client, batch)
+                try:
+                    refused = await self.write(client, batch)
+                except BaseException:
+                    self.pending.extendleft(reversed(batch))  # claimed again once the link is back
+                    raise
+                if refused:
+                    self.pending.extendleft(reversed(refused))
+                    break  # Redis is full: the next round tries again
 
-    async def write(self, client: redis.asyncio.Redis, batch: list[tuple[str, str, str]]) -> None:
-        """Claim and release Ids in one round trip; tell the nodes that lost an Id."""
+    async def write(
+        self, client: redis.asyncio.Redis, batch: list[tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """Claim and release Ids in one round trip; tell the nodes that lost an Id.
+
+        Returns what a full Redis refused and is still worth writing.
+        """
         pipe = client.pipeline(transaction=False)
         for op, client_id, owner in batch:
             key = PREFIX + "id:" + client_id
@@ -506,17 +530,40 @@ class Cluster:
                 pipe.set(key, owner, px=self.key_ttl_ms, get=True)
             else:
                 pipe.eval(RELEASE, 1, key, owner)
-        results = await pipe.execute()
+        results = await pipe.execute(raise_on_error=False)
+        refused = refused_for_memory(results)
+        if any(op == "claim" for op, _, _ in batch):
+            self.say_full(any(refused))
+        # A claim refused for a connection that has ended since is dropped.
+        again = [
+            entry
+            for entry, no in zip(batch, refused)
+            if no and (entry[0] == "release" or self.owners.get(entry[1]) == entry[2])
+        ]
         self.in_flight.difference_update(owner for _, _, owner in batch)
+        self.in_flight.update(owner for op, _, owner in again if op == "claim")
         notices = client.pipeline(transaction=False)
-        for (op, client_id, owner), previous in zip(batch, results):
-            if op == "claim" and previous and previous != owner:
+        for (op, client_id, owner), previous, no in zip(batch, results, refused):
+            if op == "claim" and not no and previous and previous != owner:
                 node = previous.rpartition("#")[0]
                 if node != self.node:  # here the app closed the older one itself
                     notice = {"op": "close", "id": client_id, "owner": previous}
                     notices.publish(PREFIX + "node:" + node, json.dumps(notice))
         if len(notices):
             await notices.execute()
+        return again
+
+    def say_full(self, full: bool) -> None:
+        """Say once that Redis refuses writes for want of memory, and once that it takes them."""
+        if full and not self.full:
+            log.warning(
+                "Redis at %s is full (out of memory, at its maxmemory): writes are refused, "
+                "retried each round; local clients keep their ticks",
+                safe_url(self.url),
+            )
+        elif self.full and not full:
+            log.info("Redis at %s takes writes again", safe_url(self.url))
+        self.full = full
 
     async def rounds(self, client: redis.asyncio.Redis) -> None:
         """Each interval: re-check owners, write the heartbeat, add up the nodes, send the echo."""
@@ -524,6 +571,8 @@ class Cluster:
             await asyncio.sleep(self.interval)
             await self.check_owners(client)
             await self.heartbeat(client)
+            if self.pending:
+                self.wake.set()  # what a full Redis refused, once more
             now = time.monotonic()
             if self.echo_since is None:
                 self.echo_since = now
@@ -553,8 +602,9 @@ class Cluster:
         pipe.set(PREFIX + "stats:" + self.node, figures, px=self.node_ttl_ms)
         pipe.sadd(nodes_key, self.node)
         pipe.smembers(nodes_key)
-        *_, names = await pipe.execute()
-        names = sorted(names)
+        results = await pipe.execute(raise_on_error=False)
+        self.say_full(any(refused_for_memory(results)))
+        names = sorted(results[-1])
         values = await client.mget([PREFIX + "stats:" + name for name in names])
         live, gone, bad = [], [], []
         for name, value in zip(names, values):
