@@ -19,7 +19,9 @@ What goes through Redis:
 
 Ticks never go through Redis: every process ticks on its own clock. When Redis is down, local
 clients keep every tick; the node retries with a capped backoff, and when Redis is back it puts
-its clients back in the registry.
+its clients back in the registry. When Redis is full, writes it refuses are tried again each
+round. Anyone who can reach Redis can write to it: a message or a heartbeat entry that no node
+wrote is skipped, never fatal.
 """
 
 from __future__ import annotations
