@@ -198,6 +198,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
             stats.closed["replaced"] += 1
             old["object"].close(*REPLACED)
         add_client(self)
+        stats.count_open(takeover=old is not None)
         log.info("Client %r connected (%d connected)", self.client_id, len(clients))
         node.claim(self.client_id)  # with --redis, an older one on another node is closed
 
@@ -232,6 +233,7 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         # Remove our own entry only: after a takeover the Id belongs to the newer connection.
         removed = remove_client(self)
+        stats.count_close(self.close_code)
         log.info(
             "Client %r left (code %r, reason %r; %d connected)",
             self.client_id,
