@@ -17,9 +17,9 @@ part is a module of the ``timepush`` package beside this file, which this file u
 never imports it: the Host and origin checks (``hosts``), signed Ids (``signed_ids``),
 ``POST /push`` and the cluster (``push``, ``cluster``), several processes (``processes``), the
 accept loop that survives running out of descriptors (``acceptor``), the bounded log
-(``loglimit``), ``/clock`` (``clock``), ``/stats`` (``counters``), the tick's fast path
-(``fastpath``) and the command line (``command_line``). Without ``--processes`` and ``--redis``
-this is one process with the ``clients`` dict.
+(``loglimit``), ``/clock`` (``clock``), ``/stats`` (``counters``), ``/metrics`` (``metrics``),
+the tick's fast path (``fastpath``) and the command line (``command_line``). Without
+``--processes`` and ``--redis`` this is one process with the ``clients`` dict.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from timepush import (
     fastpath,
     hosts,
     loglimit,
+    metrics,
     processes,
     push,
     signed_ids,
@@ -349,6 +350,7 @@ def make_app(**settings: Any) -> tornado.web.Application:
             (r"/", IndexHandler),
             (r"/websocket", MyWebSocketHandler),
             (r"/stats", counters.StatsHandler),
+            (r"/metrics", metrics.MetricsHandler),
             (r"/clock", clock.ClockHandler),
             (r"/push", push.PushHandler, dict(node=node, id_problem=id_problem)),
         ],
@@ -385,6 +387,7 @@ async def serve(
     # A handshake left half-sent must not hold its socket for Tornado's default hour.
     server = HTTPServer(app, idle_connection_timeout=30, xheaders=options.xheaders)
     acceptor.add_sockets(server, sockets, stats)
+    metrics.start(app.settings)  # with --processes, this worker's figures for the others
     if options.redis:
         node.join(options.redis, counters.node_name(), REPLACED, options.redis_interval)
     hosts.warn_if_any_host(app.settings)
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(app, sockets))
     else:
         processes.check_options()
+        metrics.share(app.settings)
         # Returns in each worker, once it has stopped; nothing before it makes a loop or thread.
         processes.serve_processes(
             options.processes,

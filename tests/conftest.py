@@ -9,6 +9,7 @@ import pytest
 from chromium import CHROMIUM, CHROMIUM_ARGS
 from clients import Reader
 from nginx_process import NginxProcess, nginx_missing, self_signed_certificate
+from prometheus_process import PrometheusProcess, prometheus_missing, promtool_problems
 from redis_process import RedisProcess, redis_missing
 from servers import ServerProcess
 from support import on_ci
@@ -127,6 +128,47 @@ def start_nginx(
     yield start
     for nginx in started:
         nginx.close()
+
+
+def require_prometheus() -> None:
+    """Skip the test without promtool and prometheus (saying how to install them), but fail
+    on CI."""
+    missing = prometheus_missing()
+    if missing:
+        if on_ci():
+            pytest.fail(f"the monitoring tests cannot run on CI: {missing}", pytrace=False)
+        pytest.skip(missing)
+
+
+@pytest.fixture
+def promtool() -> Callable[[str], str]:
+    """``promtool check metrics`` on an exposition: what it finds wrong (empty when nothing).
+
+    Without it the test is skipped with how to install it, and fails on CI.
+    """
+    require_prometheus()
+    return promtool_problems
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], PrometheusProcess]]:
+    """Start a Prometheus server scraping the targets given (host:port); stopped afterwards.
+
+    Without it the test is skipped with how to install it, and fails on CI.
+    """
+    require_prometheus()
+    started: list[PrometheusProcess] = []
+
+    def start(targets: list[str]) -> PrometheusProcess:
+        directory = tmp_path / f"prometheus{len(started)}"
+        directory.mkdir()
+        prometheus = PrometheusProcess(directory, targets)
+        started.append(prometheus)
+        return prometheus
+
+    yield start
+    for prometheus in started:
+        prometheus.stop()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ What starts the things under test lives beside it, one module each:
   ``Reader``, one that reads everything in the background;
 - ``nginx_process``: Debian's nginx in the foreground, its files in a temp dir;
 - ``redis_process``: Debian's ``redis-server``, for the cluster tests;
+- ``prometheus_process``: Debian's ``promtool`` and ``prometheus``, for the monitoring tests;
 - ``chromium``: Debian's Chromium for the browser tests.
 """
 

@@ -120,9 +120,13 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """Log a request as Tornado does, except that a 503 when full is a warning, not an error.
 
     Turning a client away is the server working as designed, like the other refusals (4xx).
+    A handler marked ``probe`` (health checks, scrapes) is asked every few seconds forever: its
+    lines are DEBUG unless it fails.
     """
     status = handler.get_status()
-    if status < 400:
+    if getattr(handler, "probe", False) and (status < 500 or status == 503):
+        log_method = tornado.log.access_log.debug
+    elif status < 400:
         log_method = tornado.log.access_log.info
     elif status < 500 or status == 503:
         log_method = tornado.log.access_log.warning
