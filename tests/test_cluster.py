@@ -230,14 +230,14 @@ def test_silent_subscription(redis_server: RedisProcess, caplog: Any) -> None:
         await eventually(lambda: a.up and b.up)
         a.claim("x")
         await eventually(lambda: owner_node(redis_server, "x") == "a")
-        assert await b.push("x", "first") == 1
+        assert await b.push("x", "first") == (1, [])
         # Strangers' messages on a node's channel are ignored, boundedly logged.
         for junk in ("not json", '{"op": "close"}', "[1]", "x" * 5000):
             await b.redis.publish("time-push:node:a", junk)
         await a.pubsub.unsubscribe()  # still connected, no error, but deaf from now on
         await eventually(lambda: "stopped delivering" in caplog.text)
         await eventually(lambda: a.up)
-        assert await b.push("x", "again") == 1
+        assert await b.push("x", "again") == (1, [])
         assert delivered == [("x", "first"), ("x", "again")]
         await a.stop()
         await b.stop()

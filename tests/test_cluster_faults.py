@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import time
 from typing import Any, Callable
 
 import pytest
@@ -195,18 +197,28 @@ def test_redis_lost_during_push(start_node: Any, redis_server: RedisProcess) -> 
 
 def test_subscribers_dropped_during_pushes(start_node: Any, redis_server: RedisProcess) -> None:
     """Redis drops subscribers that fall behind while 40 pushes to all run at once: each push
-    gets 200 or 503, never a 500, and the nodes come back."""
+    gets 503 or a 200 that reached every client or names the nodes that did not answer, never
+    a 500; and the nodes come back."""
     a, b = start_node(), start_node()
 
     async def scenario() -> None:
         await eventually(lambda: joined(a, 2) and joined(b, 2))
+        readers = [await Reader.connect(node.ws_url(f"r{n}")) for n, node in enumerate([a, b, b])]
+        await readers[-1].ticks(1)
         with connect(redis_server) as client:
             client.config_set("client-output-buffer-limit", "pubsub 1kb 1kb 0")
             big = {"message": "x" * 4096}
             answers = await asyncio.gather(*(post_push(a.url, big, TOKEN) for _ in range(40)))
             client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
-        assert all(answer[:2] in ((200, "OK"), LINK_DOWN[:2]) for answer in answers), answers
+        for answer in answers:
+            assert answer[:2] == LINK_DOWN[:2] or answer[:2] == (200, "OK"), answer
+            if answer[0] == 200:
+                assert answer[2] == {"reached": 3} or answer[2]["unanswered"] == [
+                    b.stats()["node"]
+                ], answer
         await eventually(lambda: joined(a, 2) and joined(b, 2))
+        for reader in readers:
+            reader.close()
 
     asyncio.run(closing(scenario()))
     for node in (a, b):
@@ -263,3 +275,58 @@ def test_redis_full(start_node: Any, redis_server: RedisProcess) -> None:
         healthy(node)
         assert len(re.findall(r"is full", node.log)) == 1, node.log
         assert len(re.findall(r"takes writes again", node.log)) == 1, node.log
+
+
+def test_stranger_on_the_broadcast_channel(start_node: Any, redis_server: RedisProcess) -> None:
+    """A subscriber that is not a node, on the channel of pushes to all, is never waited for."""
+    a, b = start_node(), start_node()
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        readers = [await Reader.connect(node.ws_url(f"r{n}")) for n, node in enumerate([a, b])]
+        await readers[-1].ticks(1)
+        with connect(redis_server) as client, client.pubsub() as stranger:
+            stranger.subscribe("time-push:all")
+            for n in range(3):
+                started = time.monotonic()
+                answer = await post_push(a.url, {"message": f"all {n}"}, TOKEN)
+                took = time.monotonic() - started
+                assert answer == (200, "OK", {"reached": 2})
+                assert took < TIMEOUT / 4, took  # a node waits a round trip, not its timeout
+        for reader in readers:
+            await reader.wait_for(lambda r: "all 2" in r.messages)
+            reader.close()
+
+    asyncio.run(closing(scenario()))
+    for node in (a, b):
+        healthy(node)
+
+
+def test_node_that_does_not_answer(start_node: Any) -> None:
+    """A node stopped (SIGSTOP) while its heartbeat is still live: a push to its client answers
+    504 naming it, not 404; a push to all says what it reached and which node did not answer."""
+    a, b = start_node(), start_node(20 * ROUND)  # b's heartbeat outlives a's wait for it
+
+    async def scenario() -> None:
+        await eventually(lambda: joined(a, 2) and joined(b, 2))
+        on_a = await Reader.connect(a.ws_url("on-a"))
+        on_b = await Reader.connect(b.ws_url("on-b"))
+        await on_b.ticks(1)
+        name = b.stats()["node"]
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            status, reason, answer = await post_push(a.url, {"Id": "on-b", "message": "1"}, TOKEN)
+            assert status == 504, (status, reason, answer)
+            assert answer == {"error": reason, "unanswered": [name]}
+            answer = await post_push(a.url, {"message": "2"}, TOKEN)
+            assert answer == (200, "OK", {"reached": 1, "unanswered": [name]})
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        await on_a.wait_for(lambda r: "2" in r.messages)
+        status, _, answer = await post_push(a.url, {"Id": "on-b", "message": "3"}, TOKEN)
+        assert (status, answer) == (200, {"reached": 1})
+        on_a.close()
+        on_b.close()
+
+    asyncio.run(closing(scenario()))
+    healthy(a)

@@ -158,7 +158,7 @@ MESSAGES: dict[str, dict[str, Callable[[Any], bool]]] = {
     "echo": {},
     "close": {"id": is_text, "owner": is_text},
     "push": {"from": is_text, "request": is_count, "text": sendable},
-    "reply": {"request": is_count, "reached": is_reached},
+    "reply": {"from": is_text, "request": is_count, "reached": is_reached},
 }
 
 
@@ -254,7 +254,7 @@ class Cluster:
         self.serial = itertools.count(1)
         self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
         self.wake = asyncio.Event()
-        self.replies: dict[int, tuple[list[int | None], asyncio.Event]] = {}
+        self.replies: dict[int, tuple[dict[str, int | None], asyncio.Event]] = {}
         self.requests = itertools.count(1)
         self.redis: redis.asyncio.Redis | None = None
         self.pubsub: Any = None
@@ -298,32 +298,40 @@ class Cluster:
         if owner is not None:
             self.queue("release", client_id, owner)
 
-    async def push(self, client_id: str | None, text: str) -> int | None:
-        """Send ``text`` to the client with this Id (or to all) on any node; return how many got it.
+    async def push(self, client_id: str | None, text: str) -> tuple[int | None, list[str]]:
+        """Send ``text`` to the client with this Id (or to all) on any node.
 
-        None means the Id is connected nowhere. Raises the builtin ``ConnectionError`` when the
-        client is not local and Redis is out of reach or fails during the push; a push to all
-        then reaches the local clients only.
+        Returns how many got it and the nodes that did not answer in time (they may have
+        delivered it too). How many is None when the Id is connected nowhere, or when its node
+        did not answer. Raises the builtin ``ConnectionError`` when the client is not local and
+        Redis is out of reach or fails during the push; a push to all then reaches the local
+        clients only.
         """
         if client_id is not None and client_id in self.owners:
-            return self.deliver(client_id, text)
+            return self.deliver(client_id, text), []
         if client_id is None:
             reached = self.deliver_all(text)
+            # The live nodes as the last heartbeat round saw them (while down, the last known).
+            others = [node for node in (self.totals or {}).get("nodes", []) if node != self.node]
             if not self.up:
-                return reached
+                return reached, others
+            if not others:
+                return reached, []
             try:
-                return reached + await self.ask(PREFIX + "all", {"op": "push", "text": text})
+                message = {"op": "push", "text": text}
+                more, unanswered = await self.ask(PREFIX + "all", message, others)
             except LINK_ERRORS:
-                return reached  # the session ends and says so in the log
+                return reached, others  # the session ends and says so in the log
+            return reached + (more or 0), unanswered
         if not self.up or self.redis is None:
             raise ConnectionError("no link to Redis")
         try:
             owner = await self.redis.get(PREFIX + "id:" + client_id)
             if owner is None:
-                return None
+                return None, []
             node = owner.rpartition("#")[0]
             message = {"op": "push", "id": client_id, "text": text}
-            return await self.ask(PREFIX + "node:" + node, message)
+            return await self.ask(PREFIX + "node:" + node, message, [node])
         except LINK_ERRORS as error:
             # redis-py's own ConnectionError and TimeoutError are not the builtin ones.
             raise ConnectionError("Redis failed during a push") from error
@@ -423,6 +431,7 @@ class Cluster:
             for client_id in newer:  # in flight: the owner re-check leaves them alone
                 self.queue("claim", client_id, self.owners[client_id])
             await self.check_owners(client)
+            await self.heartbeat(client)  # the live nodes, before any push to all waits on them
             if was_down:
                 log.info(
                     "Redis at %s is back; %d clients registered again",
@@ -495,11 +504,16 @@ class Cluster:
                 reached = self.deliver(message["id"], message["text"]) if found else None
             else:
                 reached = self.deliver_all(message["text"])
-            reply = {"op": "reply", "request": message["request"], "reached": reached}
+            reply = {
+                "op": "reply",
+                "from": self.node,
+                "request": message["request"],
+                "reached": reached,
+            }
             await self.publish(PREFIX + "node:" + message["from"], reply)
         elif op == "reply" and message["request"] in self.replies:
             replies, arrived = self.replies[message["request"]]
-            replies.append(message["reached"])
+            replies[message["from"]] = message["reached"]
             arrived.set()
 
     async def write_pending(self, client: redis.asyncio.Redis) -> None:
@@ -635,30 +649,30 @@ class Cluster:
             return 0
         return await self.redis.publish(channel, json.dumps(message))
 
-    async def ask(self, channel: str, message: dict[str, Any]) -> int | None:
-        """Publish a push and add up the replies of the nodes that received it.
+    async def ask(
+        self, channel: str, message: dict[str, Any], nodes: list[str]
+    ) -> tuple[int | None, list[str]]:
+        """Publish a push and add up the replies of ``nodes``, the live nodes it is for.
 
-        None when nobody received it or every answer was None (the client was not there).
+        Whoever else listens on the channel is never waited for. Returns the sum (None when no
+        node answered with a number: the client was not there) and the nodes that did not
+        answer in time.
         """
         request = next(self.requests)
-        to_all = channel == PREFIX + "all"
-        replies: list[int | None] = []
+        replies: dict[str, int | None] = {}
         arrived = asyncio.Event()
         self.replies[request] = replies, arrived
         try:
-            receivers = await self.publish(
-                channel, {**message, "from": self.node, "request": request}
-            )
-            if to_all:
-                receivers -= 1  # this node, which has delivered already
+            await self.publish(channel, {**message, "from": self.node, "request": request})
             deadline = time.monotonic() + self.timeout
-            while len(replies) < receivers and self.up:
+            while not replies.keys() >= set(nodes) and self.up:
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), deadline - time.monotonic())
                 except asyncio.TimeoutError:
-                    break  # a node that did not answer in time counts as reaching nobody
-            found = [reached for reached in replies if reached is not None]
-            return sum(found) if found or to_all else None
+                    break
+            found = [reached for reached in replies.values() if reached is not None]
+            unanswered = [node for node in nodes if node not in replies]
+            return (sum(found) if found else None), unanswered
         finally:
             del self.replies[request]

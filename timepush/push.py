@@ -93,19 +93,21 @@ class Node:
         if self.cluster is not None:
             self.cluster.release(client_id)
 
-    async def send(self, client_id: str | None, text: str) -> int | None:
-        """Push ``text`` to one client (or all, for None) wherever it is; return how many got it.
+    async def send(self, client_id: str | None, text: str) -> tuple[int | None, list[str]]:
+        """Push ``text`` to one client (or all, for None) wherever it is.
 
-        None means no client with this Id is connected. A client that has not read its last
-        message is skipped, as for a tick, and counted in ``pushes_skipped_slow``.
+        Returns how many got it, and the nodes of the cluster that did not answer in time (they
+        may have delivered it as well). How many is None when no client with this Id is
+        connected, or when the node that holds it did not answer. A client that has not read
+        its last message is skipped, as for a tick, and counted in ``pushes_skipped_slow``.
         """
         if self.cluster is not None:
             return await self.cluster.push(client_id, text)
         if client_id is None:
-            return self.send_to_all(text)
+            return self.send_to_all(text), []
         if client_id not in self.clients:
-            return None
-        return self.send_to_one(client_id, text)
+            return None, []
+        return self.send_to_one(client_id, text), []
 
     def send_to_all(self, text: str) -> int:
         """Write a pushed text to every local client, count it; return how many got it."""
@@ -181,12 +183,18 @@ class PushHandler(tornado.web.RequestHandler):
         if "Id" in request and (not isinstance(client_id, str) or self.id_problem(client_id)):
             raise tornado.web.HTTPError(400, reason='"Id" is not a valid Id')
         try:
-            reached = await self.node.send(client_id, request["message"])
+            reached, unanswered = await self.node.send(client_id, request["message"])
         except ConnectionError:
             raise tornado.web.HTTPError(503, reason="Cluster link down, try again") from None
+        if reached is None and unanswered:
+            # Connected there, as far as Redis knows: "not found" would be a guess.
+            reason = "The node that holds this Id did not answer in time"
+            self.set_status(504, reason=reason)
+            self.finish({"error": reason, "unanswered": unanswered})
+            return
         if reached is None:
             raise tornado.web.HTTPError(404, reason="No client with this Id is connected")
-        self.write({"reached": reached})
+        self.write({"reached": reached, **({"unanswered": unanswered} if unanswered else {})})
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 401:
