@@ -18,8 +18,9 @@ never imports it: the Host and origin checks (``hosts``), signed Ids (``signed_i
 ``POST /push`` and the cluster (``push``, ``cluster``), several processes (``processes``), the
 accept loop that survives running out of descriptors (``acceptor``), the bounded log
 (``loglimit``), ``/clock`` (``clock``), ``/stats`` (``counters``), ``/metrics`` (``metrics``),
-the tick's fast path (``fastpath``) and the command line (``command_line``). Without
-``--processes`` and ``--redis`` this is one process with the ``clients`` dict.
+``/healthz`` and ``/readyz`` (``health``), the tick's fast path (``fastpath``) and the command
+line (``command_line``). Without ``--processes`` and ``--redis`` this is one process with the
+``clients`` dict.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from timepush import (
     command_line,
     counters,
     fastpath,
+    health,
     hosts,
     loglimit,
     metrics,
@@ -351,6 +353,8 @@ def make_app(**settings: Any) -> tornado.web.Application:
             (r"/websocket", MyWebSocketHandler),
             (r"/stats", counters.StatsHandler),
             (r"/metrics", metrics.MetricsHandler),
+            (r"/healthz", health.HealthHandler),
+            (r"/readyz", health.ReadyHandler),
             (r"/clock", clock.ClockHandler),
             (r"/push", push.PushHandler, dict(node=node, id_problem=id_problem)),
         ],

@@ -42,6 +42,11 @@ ORIGIN_REFUSED = "Origin does not match Host: a proxy must pass Host, or use --a
 LOCAL_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "[::1]")
 # A Host header: a name or a bracketed IPv6 address, then an optional port.
 HOST_HEADER = re.compile(r"([a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?")
+# Answered whatever the Host: a kubelet's or a balancer's probe names the node by its address,
+# which changes with every pod or machine and so cannot be listed in --allowed_hosts, and these
+# answer only a status and a word or two, nothing a rebound page could use
+# (timepush/health.py). /metrics is not among them: add the address Prometheus scrapes.
+PROBE_PATHS = ("/healthz", "/readyz")
 # An entry of --allowed_hosts: a name, *.name for every name below it, or * for any.
 HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9_-]+(?:\.[a-z0-9_-]+)*|\[[0-9a-f:.]+\]")
 
@@ -160,7 +165,8 @@ class HostCheckingApplication(tornado.web.Application):
         # Every request passes here before any handler runs, static files included. The Origin
         # check cannot stop a rebound name: there the page's origin and Host agree.
         patterns = self.settings["host_patterns"]
-        if patterns and not host_allowed(request.host, patterns):
+        probe = request.path in PROBE_PATHS  # answered whatever the Host: see PROBE_PATHS
+        if patterns and not probe and not host_allowed(request.host, patterns):
             self.settings["stats"].refused["host"] += 1
             log.warning("Refused a request for host %r", request.host[:200])
             # Tornado has refused a Host with anything but URI characters, so %r is safe here.
