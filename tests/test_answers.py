@@ -1,0 +1,148 @@
+"""The answers to the tutorial's exercises, docs/answers/*.py, run as real processes: each
+does what its part says it does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+from support import MS, ROOT, TIMEOUT, boundary_index, free_port, gaps, hang_up
+from tornado.websocket import websocket_connect
+
+INTERVAL = 10 * MS
+SECONDS = 100 * INTERVAL  # twice the pause that churn.py takes for ticks that stopped
+ANSWERS = ROOT / "docs" / "answers"
+
+
+def churn(port: int) -> subprocess.CompletedProcess[str]:
+    """``python docs/churn.py`` against the server on ``port``: its output and exit status."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "docs/churn.py",
+            f"--port={port}",
+            f"--interval={INTERVAL}",
+            f"--seconds={SECONDS}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=SECONDS + 5 * TIMEOUT,
+    )
+
+
+@pytest.fixture
+def serve(start_server: Any) -> Any:
+    """Start an answer, ticking every INTERVAL on a free port."""
+    return lambda script, *args: start_server(
+        f"--interval={INTERVAL}", *args, script=script, port=free_port()
+    )
+
+
+async def read(connection: Any) -> Any:
+    return await asyncio.wait_for(connection.read_message(), TIMEOUT)
+
+
+def read_ticks(server: Any, count: int) -> list[str]:
+    """Connect, read ``count`` ticks, hang up."""
+
+    async def scenario() -> list[str]:
+        connection = await websocket_connect(server.ws_url("reader"))
+        ticks = [await read(connection) for _ in range(count)]
+        await hang_up(connection)
+        return ticks
+
+    return asyncio.run(scenario())
+
+
+def test_every_answer_is_run() -> None:
+    """Each file in docs/answers/ is named by a test here, so that none goes stale unseen."""
+    source = (ROOT / "tests" / "test_answers.py").read_text(encoding="utf-8")
+    for path in sorted(ANSWERS.glob("*.py")):
+        assert f"docs/answers/{path.name}" in source, f"no test runs {path.name}"
+
+
+# Part 1
+
+
+def test_part1_lock(serve: Any) -> None:
+    """A lock around ``clients`` does not make the SendThread's writes safe: it dies at its
+    first write, as docs/unsafe.py's does, and no tick arrives."""
+    server = serve("docs/answers/part1_lock.py")
+    watched = churn(server.port)
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert "NO TICK ARRIVED" in watched.stdout
+    assert server.stop(signal.SIGINT) == 0
+    assert "RuntimeError: There is no current event loop in thread" in server.log
+
+
+def test_part1_coroutine(serve: Any) -> None:
+    """A coroutine on the loop ticks at every turn of the interval, none missing, and keeps
+    ticking through churn."""
+    server = serve("docs/answers/part1_coroutine.py")
+    placed = [boundary_index(text, INTERVAL) for text in read_ticks(server, 20)]
+    assert gaps([index for index, _ in placed]) == [], placed
+    watched = churn(server.port)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log
+
+
+def test_part1_stdin() -> None:
+    """Each line typed into the server's terminal reaches every client, in order."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "docs/answers/part1_stdin.py", f"--port={port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdin is not None and process.stdout is not None
+    listening = threading.Event()
+    log: list[str] = []
+
+    def collect() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.append(line)
+            if re.search(r"Listening on http://", line):
+                listening.set()
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        assert listening.wait(5 * TIMEOUT), "".join(log)
+
+        async def scenario() -> list[list[str]]:
+            url = f"ws://127.0.0.1:{port}/websocket?Id="
+            clients = [await websocket_connect(url + name) for name in ("a", "b")]
+            await asyncio.sleep(50 * MS)  # both are in clients before the first line
+            assert process.stdin is not None
+            process.stdin.write("hello\nthe second line\n")
+            process.stdin.flush()
+            got = [[await read(client) for _ in range(2)] for client in clients]
+            for client in clients:
+                await hang_up(client)
+            return got
+
+        assert asyncio.run(scenario()) == [["hello", "the second line"]] * 2
+        process.send_signal(signal.SIGINT)
+        assert process.wait(5 * TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        reader.join(5)
+        process.stdin.close()
+        process.stdout.close()
+    assert "Traceback" not in "".join(log)
