@@ -246,10 +246,15 @@ def alive(pid: int) -> bool:
 
 def share(settings: dict[str, Any]) -> None:
     """Before the workers are forked: a directory for their figures, removed when the parent
-    exits. It makes no loop, thread or connection."""
+    exits (or, if it was killed, by the next server to start). It makes no loop, thread or
+    connection."""
     if prometheus_client is None:
         return
-    directory = tempfile.mkdtemp(prefix="timepush-metrics-")
+    for old in Path(tempfile.gettempdir()).glob("timepush-metrics-*-*"):
+        owner = old.name.split("-")[2]
+        if owner.isdigit() and not alive(int(owner)):
+            shutil.rmtree(old, True)  # left by a server that was killed, so never removed
+    directory = tempfile.mkdtemp(prefix=f"timepush-metrics-{os.getpid()}-")
     settings["metrics_directory"] = directory
     parent = os.getpid()
     atexit.register(lambda: os.getpid() == parent and shutil.rmtree(directory, True))
