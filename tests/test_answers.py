@@ -4,16 +4,20 @@ does what its part says it does."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import unittest
 from typing import Any
+from unittest import mock
 
 import pytest
 from support import MS, ROOT, TIMEOUT, boundary_index, free_port, gaps, hang_up
+from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
 INTERVAL = 10 * MS
@@ -146,3 +150,79 @@ def test_part1_stdin() -> None:
         process.stdin.close()
         process.stdout.close()
     assert "Traceback" not in "".join(log)
+
+
+# Part 2
+
+
+def test_part2_refuse(serve: Any) -> None:
+    """A second connection with an Id in use is refused with 409 before the handshake; the
+    first keeps its ticks."""
+    server = serve("docs/answers/part2_refuse.py")
+
+    async def scenario() -> tuple[int, list[str]]:
+        first = await websocket_connect(server.ws_url("kitchen"))
+        await read(first)
+        with pytest.raises(HTTPClientError) as refused:
+            await websocket_connect(server.ws_url("kitchen"))
+        ticks = [await read(first) for _ in range(3)]
+        await hang_up(first)
+        return refused.value.code, ticks
+
+    code, ticks = asyncio.run(scenario())
+    assert code == 409
+    assert None not in ticks
+    assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log
+
+
+def test_part2_direct() -> None:
+    """With the hand-over taken out of app.py's SendThread, test_writes_on_loop_thread fails
+    and test_thread_never_touches_clients still passes, as Part 2's exercise says."""
+    import test_server
+
+    import app
+
+    spec = importlib.util.spec_from_file_location(
+        "part2_direct", ROOT / "docs/answers/part2_direct.py"
+    )
+    assert spec is not None and spec.loader is not None
+    answer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(answer)
+
+    class Direct(test_server.TestPush):  # defined here, so that pytest does not collect it
+        def setUp(self) -> None:
+            patcher = mock.patch.object(app, "SendThread", answer.DirectSendThread)
+            patcher.start()
+            self.addCleanup(patcher.stop)
+            super().setUp()
+
+    result = unittest.TestResult()
+    for name in ("test_writes_on_loop_thread", "test_thread_never_touches_clients"):
+        Direct(name).run(result)
+    failed = {test._testMethodName for test, _ in result.failures + result.errors}
+    assert result.testsRun == 2
+    assert failed == {"test_writes_on_loop_thread"}, result.failures + result.errors
+
+
+def test_part2_echo(serve: Any) -> None:
+    """A message comes back to its sender only, between the ticks."""
+    server = serve("docs/answers/part2_echo.py")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        sender = await websocket_connect(server.ws_url("sender"))
+        other = await websocket_connect(server.ws_url("other"))
+        await sender.write_message("hello\nthere")
+        got = [await read(sender)]
+        while got[-1] != "hello\nthere" and len(got) < 50:
+            got.append(await read(sender))
+        seen = [await read(other) for _ in range(5)]
+        await hang_up(sender)
+        await hang_up(other)
+        return got, seen
+
+    got, seen = asyncio.run(scenario())
+    assert got[-1] == "hello\nthere"
+    assert "hello\nthere" not in seen
+    assert server.stop(signal.SIGINT) == 0
+    assert "Traceback" not in server.log

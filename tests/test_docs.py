@@ -1,28 +1,38 @@
-"""The walkthrough stays true: its code is in the files it names, its tests exist, its links work.
+"""The docs stay true: their code is in the files they name, their tests exist, their links work.
 
-The convention, for anyone editing ``docs/walkthrough.md`` or ``docs/walkthrough.zh.md``:
+The convention, for anyone editing the tutorial (``docs/tutorial/part-*.md``) or another page
+of ``docs/``:
 
-- A fenced code block shown from the project is preceded, on the line just above its opening
-  fence, by ``<!-- from: app.py -->`` (a path from the top of the checkout). Its lines must
-  appear in that file in the same order and next to each other, compared line by line with the
-  indentation and runs of spaces ignored, and blank lines ignored. A line ``...`` alone in the
-  block stands for lines left out.
+- A fenced code block shown from the project has a caption on the line just above its opening
+  fence, which the reader sees: ``**app.py**, `MyWebSocketHandler.open()``` (a path from the top
+  of the checkout, then the function, method, class or module-level name the lines come from;
+  ``**app.py**`` alone for lines from several places). Its lines must appear in that file, and
+  within that name's definition, in the same order and next to each other, compared line by
+  line with the indentation and runs of spaces ignored, and blank lines ignored. A line ``...``
+  alone in the block stands for lines left out. The Chinese walkthrough of before the tutorial,
+  ``docs/walkthrough.zh.md``, names its file with ``<!-- from: app.py -->`` instead, until a
+  Chinese tutorial replaces it.
 - Every fence names its language; Python, JavaScript, HTML and CSS blocks must come from a
   file. Shell commands, HTTP exchanges and diagrams (``sh``, ``text``, ``mermaid``) need not.
 - A test is named as ``tests/test_server.py::TestPush::test_name`` (or ``::test_name`` for a
   test outside a class), and must exist.
-- Both languages have the same sections, and each section shows the same snippets, names the
-  same tests and has the same links (an in-page link counts by the heading it leads to).
+- A part of the tutorial and its Chinese version (``part-1.md``, ``part-1.zh.md``), once that
+  exists, have the same sections, and each section shows the same snippets, names the same
+  tests and has the same links (an in-page link counts by the heading it leads to).
+- Each part stays within its word limit, ends with exercises, each with a hint and an answer
+  under ``docs/answers/`` that ``tests/test_answers.py`` runs.
 - The facts around the code follow the code: the README's options table has a row for each
-  ``define()`` with its default, the close-code tables match the ``CLOSE_*`` constants, the
-  status table the ``HTTPError`` statuses, and numbers in prose ("64 characters", "ten a
-  second") are listed in ``facts()`` with the code they come from.
+  ``define()`` with its default, the close-code tables match the codes the server and Tornado
+  send, the status table the ``HTTPError`` statuses, numbers in prose ("64 characters", "ten a
+  second") are listed in ``facts()`` with the code they come from, "the second line of
+  `open()`" names that line, and a close code said never to be sent is one nothing sends.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import functools
 import re
 import shlex
@@ -32,12 +42,39 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WALKTHROUGHS = {
-    "en": ROOT / "docs" / "walkthrough.md",
-    "zh": ROOT / "docs" / "walkthrough.zh.md",
+DOCS = ROOT / "docs"
+TUTORIAL = DOCS / "tutorial"
+# Every page whose code, tests and links are checked, by a short name. "zh" is the Chinese
+# walkthrough from before the tutorial, checked as it always was until a Chinese tutorial
+# replaces it.
+PAGES = {
+    "part-1": TUTORIAL / "part-1.md",
+    "part-2": TUTORIAL / "part-2.md",
+    "tests": TUTORIAL / "tests.md",
+    "walkthrough": DOCS / "walkthrough.md",
+    "race": DOCS / "race.md",
+    "security": DOCS / "security.md",
+    "clock": DOCS / "clock.md",
+    "deploy": DOCS / "deploy.md",
+    "performance": DOCS / "performance.md",
+    "zh": DOCS / "walkthrough.zh.md",
 }
+ENGLISH = [name for name in PAGES if name != "zh"]
+# The English pages whose numbers are this server's defaults (deploy.md and performance.md
+# run it on other ports and with other limits).
+DEFAULTS_TOLD = ["part-1", "part-2", "security", "clock"]
+# The parts of the tutorial, and the most words of prose (code left out) each may have.
+PARTS = {"part-1": 2500, "part-2": 4000}
+# A part and its Chinese version, for each part that has one so far.
+TRANSLATED = [
+    (name, PAGES[name].with_name(PAGES[name].stem + ".zh.md"))
+    for name in PARTS
+    if PAGES[name].with_name(PAGES[name].stem + ".zh.md").is_file()
+]
 
 FROM_MARKER = re.compile(r"<!--\s*from:\s*(\S+)\s*-->")
+# A caption the reader sees: **app.py**, `MyWebSocketHandler.open()`
+CAPTION = re.compile(r"\*\*([\w./-]+\.\w+)\*\*(?:, `([A-Za-z_][\w.]*)(?:\(\))?`)?")
 FENCE = re.compile(r"(`{3,}|~{3,})\s*([^`\s]*)[^`]*")
 ELISION = "..."
 # Code in these languages is only ever shown from a real file.
@@ -60,8 +97,10 @@ class Block:
     doc: Path
     line: int  # of the opening fence, counted from 1
     language: str
-    source: str | None  # the path in the from: marker, if any
+    source: str | None  # the path in the caption or from: marker, if any
     lines: list[str]
+    name: str | None = None  # what the caption says the lines come from: "Class.method"
+    captioned: bool = False  # named by a caption, rather than by a from: marker
 
     @property
     def where(self) -> str:
@@ -102,7 +141,9 @@ def read_walkthrough(path: Path) -> Walkthrough:
             number += 1
             continue
         fence, language = opening.groups()
-        marker = FROM_MARKER.fullmatch(lines[number - 1].strip()) if number else None
+        above = lines[number - 1].strip() if number else ""
+        marker = FROM_MARKER.fullmatch(above)
+        caption = CAPTION.fullmatch(above)
         if marker:
             prose.pop()  # it belongs to the block; one left in the prose is a stray
             prose_lines.pop()
@@ -117,14 +158,18 @@ def read_walkthrough(path: Path) -> Walkthrough:
             number += 1
         assert number < len(lines), f"{path.name}:{start + 1}: code block never closed"
         number += 1
-        source = marker.group(1) if marker else None
-        blocks.append(Block(path, start + 1, language.lower(), source, body))
+        found = marker or caption
+        source = found.group(1) if found else None
+        name = caption.group(2) if caption else None
+        blocks.append(
+            Block(path, start + 1, language.lower(), source, body, name, caption is not None)
+        )
     return Walkthrough(path, blocks, prose, prose_lines)
 
 
 @functools.cache
-def load(language: str) -> Walkthrough:
-    return read_walkthrough(WALKTHROUGHS[language])
+def load(page: str) -> Walkthrough:
+    return read_walkthrough(PAGES[page])
 
 
 def find_run(haystack: list[str], needle: list[str], start: int) -> int:
@@ -141,7 +186,13 @@ def snippet_problem(block: Block) -> str | None:
     path = (ROOT / block.source).resolve()
     if ROOT not in path.parents or not path.is_file():
         return f"{block.where}: no file {block.source!r} in the project"
-    in_file = normalised(path.read_text(encoding="utf-8").splitlines())
+    text = path.read_text(encoding="utf-8").splitlines()
+    if block.name:
+        span = definition_span(path, block.name)
+        if span is None:
+            return f"{block.where}: {block.source} defines no {block.name}"
+        text = text[span[0] - 1 : span[1]]
+    in_file = normalised(text)
     chunks: list[list[str]] = [[]]
     for line in normalised(block.lines):
         if line == ELISION:
@@ -152,9 +203,47 @@ def snippet_problem(block: Block) -> str | None:
     for chunk in filter(None, chunks):
         found = find_run(in_file, chunk, position)
         if found < 0:
-            return f"{block.where}: {block.source} {mismatch(in_file, chunk, position)}"
+            where = f"{block.source}, {block.name}," if block.name else block.source
+            return f"{block.where}: {where} {mismatch(in_file, chunk, position)}"
         position = found + len(chunk)
     return None
+
+
+def definition_span(path: Path, name: str) -> tuple[int, int] | None:
+    """The first and last line of the definition ``name`` (``Class.method``, a function, a
+    class, or a name assigned at module level) in a Python file, with the comments and
+    decorators just above it; the whole file for another language if it has ``name`` in it."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".js":  # a top-level function, up to its closing brace
+        start = next(
+            (i for i, line in enumerate(lines) if line.startswith(f"function {name}(")), None
+        )
+        if start is None:
+            return None
+        end = next(i for i in range(start, len(lines)) if lines[i].startswith("}"))
+        return start + 1, end + 1
+    if path.suffix != ".py":
+        return None
+    nodes: list[ast.stmt] = parsed(path).body
+    node: ast.stmt | None = None
+    for part in name.split("."):
+        node = next((n for n in nodes if part in statement_names(n)), None)
+        if node is None:
+            return None
+        nodes = getattr(node, "body", [])
+    assert node is not None
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    while first > 1 and lines[first - 2].strip().startswith("#"):
+        first -= 1
+    return first, node.end_lineno or node.lineno
+
+
+def statement_names(node: ast.stmt) -> set[str]:
+    """The names a statement defines: a function's or class's, an assignment's targets."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+    return {target.id for target in targets if isinstance(target, ast.Name)}
 
 
 def mismatch(in_file: list[str], chunk: list[str], start: int) -> str:
@@ -179,28 +268,37 @@ def mismatch(in_file: list[str], chunk: list[str], start: int) -> str:
     return f"has {chunk[best - 1]!r}, but not followed by {chunk[best]!r}"
 
 
-@pytest.mark.parametrize("language", WALKTHROUGHS)
-def test_every_snippet_appears_in_the_file_it_names(language: str) -> None:
-    """A code block marked ``<!-- from: path -->`` is still, line for line, in that file."""
-    blocks = [block for block in load(language).blocks if block.source]
-    assert blocks, "no snippets taken from the project's files"
+@pytest.mark.parametrize("page", PAGES)
+def test_every_snippet_appears_in_the_file_it_names(page: str) -> None:
+    """A code block captioned ``**path**, `name()``` is still, line for line, in that file and
+    within that definition."""
+    blocks = [block for block in load(page).blocks if block.source]
     problems = [problem for block in blocks if (problem := snippet_problem(block))]
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("language", WALKTHROUGHS)
-def test_code_in_a_programming_language_names_its_file(language: str) -> None:
-    """Every fence names its language, and program code is never written for the page alone."""
-    doc = load(language)
+@pytest.mark.parametrize("page", [*PARTS, "zh"])
+def test_the_lessons_show_code_from_the_files(page: str) -> None:
+    """The parts of the tutorial (and the Chinese walkthrough) show the project's real code."""
+    assert any(block.source for block in load(page).blocks), "no snippets from the files"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_code_in_a_programming_language_names_its_file(page: str) -> None:
+    """Every fence names its language, and program code is never written for the page alone;
+    in English the file is named where the reader sees it, in a caption."""
+    doc = load(page)
     markers = [line for line in doc.prose if FROM_MARKER.fullmatch(line.strip())]
     problems = [f"a from: marker not just above a fence: {line.strip()}" for line in markers]
     for block in doc.blocks:
         if not block.language:
             problems.append(f"{block.where}: the fence names no language")
         elif block.language in SOURCE_LANGUAGES and block.source is None:
-            problems.append(f"{block.where}: {block.language} code without <!-- from: path -->")
+            problems.append(f"{block.where}: {block.language} code without a caption **path**")
         if block.source and len(normalised(block.lines)) > MAX_SNIPPET_LINES:
             problems.append(f"{block.where}: over {MAX_SNIPPET_LINES} lines, show less")
+        if page in ENGLISH and block.source and not block.captioned:
+            problems.append(f"{block.where}: a from: marker the reader cannot see; caption it")
     assert not problems, "\n".join(problems)
 
 
@@ -222,11 +320,12 @@ def named_tests(doc: Walkthrough) -> set[str]:
     return set(TEST_REFERENCE.findall(doc.text))
 
 
-@pytest.mark.parametrize("language", WALKTHROUGHS)
-def test_every_test_named_exists(language: str) -> None:
-    """Each ``tests/<file>.py::Class::test`` the walkthrough names is defined in that file."""
-    references = named_tests(load(language))
-    assert references, "the walkthrough names no tests"
+@pytest.mark.parametrize("page", PAGES)
+def test_every_test_named_exists(page: str) -> None:
+    """Each ``tests/<file>.py::Class::test`` a page names is defined in that file."""
+    references = named_tests(load(page))
+    if page in ("tests", "zh"):
+        assert references, "the page names no tests"
     problems = []
     for reference in sorted(references):
         file, name = reference.split("::", 1)
@@ -238,15 +337,22 @@ def test_every_test_named_exists(language: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_both_languages_show_the_same_snippets_and_tests() -> None:
-    """The English and Chinese walkthroughs quote the same code and name the same tests."""
-    english, chinese = load("en"), load("zh")
+@pytest.mark.parametrize("page", PARTS)
+def test_test_names_stay_out_of_the_lesson(page: str) -> None:
+    """A part of the tutorial leaves the names of tests to its table (tests.md)."""
+    assert not named_tests(load(page)), "move these to docs/tutorial/tests.md"
+
+
+@pytest.mark.parametrize("page, chinese", TRANSLATED)
+def test_both_languages_show_the_same_snippets_and_tests(page: str, chinese: Path) -> None:
+    """A part and its Chinese version quote the same code and name the same tests."""
+    english, translated = load(page), read_walkthrough(chinese)
     snippets_en = {block.key() for block in english.blocks if block.source}
-    snippets_zh = {block.key() for block in chinese.blocks if block.source}
+    snippets_zh = {block.key() for block in translated.blocks if block.source}
     only_en = sorted(f"{source}: {lines[0]}" for source, lines in snippets_en - snippets_zh)
     only_zh = sorted(f"{source}: {lines[0]}" for source, lines in snippets_zh - snippets_en)
     assert not only_en and not only_zh, f"only in English: {only_en}; only in Chinese: {only_zh}"
-    tests_en, tests_zh = named_tests(english), named_tests(chinese)
+    tests_en, tests_zh = named_tests(english), named_tests(translated)
     assert tests_en == tests_zh, (
         f"only in English: {sorted(tests_en - tests_zh)}; "
         f"only in Chinese: {sorted(tests_zh - tests_en)}"
@@ -264,7 +370,7 @@ def headings(doc: Walkthrough) -> list[tuple[int, str]]:
 
 @dataclasses.dataclass
 class Section:
-    """What a section of a walkthrough holds, in terms both languages must share."""
+    """What a section of a page holds, in terms both languages must share."""
 
     level: int
     title: str
@@ -274,15 +380,22 @@ class Section:
     fences: list[str]  # the language of each code block, in order
 
 
+def other_language(path: Path) -> str:
+    """The file name of a page's counterpart: part-1.md for part-1.zh.md, and back."""
+    if path.name.endswith(".zh.md"):
+        return path.name.removesuffix(".zh.md") + ".md"
+    return path.stem + ".zh.md"
+
+
 def sections(doc: Walkthrough) -> list[Section]:
-    """Cut a walkthrough at every heading (the text before the first one is section 0)."""
+    """Cut a page at every heading (the text before the first one is section 0)."""
     starts = [(0, 0, "")]
     for line, number in zip(doc.prose, doc.prose_lines):
         heading = HEADING.fullmatch(line)
         if heading:
             starts.append((number, len(heading.group(1)), heading.group(2)))
     anchors = {github_anchor(title): index for index, (_, _, title) in enumerate(starts)}
-    other = {name.name for name in WALKTHROUGHS.values()} - {doc.path.name}
+    other = other_language(doc.path)
     found = []
     for index, (first, level, title) in enumerate(starts):
         last = starts[index + 1][0] if index + 1 < len(starts) else 1 << 30
@@ -295,7 +408,7 @@ def sections(doc: Walkthrough) -> list[Section]:
             if target.startswith("#"):
                 links.append(f"#{anchors.get(target[1:], target)}")
             else:
-                links.append("the other language" if target in other else target)
+                links.append("the other language" if target == other else target)
         found.append(
             Section(
                 level,
@@ -309,16 +422,17 @@ def sections(doc: Walkthrough) -> list[Section]:
     return found
 
 
-def test_both_languages_have_the_same_sections() -> None:
-    """Section for section, the two walkthroughs show the same code, tests and links."""
-    english, chinese = sections(load("en")), sections(load("zh"))
+@pytest.mark.parametrize("page, chinese", TRANSLATED)
+def test_both_languages_have_the_same_sections(page: str, chinese: Path) -> None:
+    """Section for section, a part and its Chinese version show the same code, tests and links."""
+    english, translated = sections(load(page)), sections(read_walkthrough(chinese))
     outline = "\n".join(
         f"{'#' * en.level} {en.title}  |  {'#' * zh.level} {zh.title}"
-        for en, zh in zip(english, chinese)
+        for en, zh in zip(english, translated)
     )
-    assert [s.level for s in english] == [s.level for s in chinese], outline
+    assert [s.level for s in english] == [s.level for s in translated], outline
     problems = []
-    for en, zh in zip(english, chinese):
+    for en, zh in zip(english, translated):
         for field in ("snippets", "tests", "links", "fences"):
             if getattr(en, field) != getattr(zh, field):
                 problems.append(
@@ -333,10 +447,10 @@ def github_anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
 
 
-@pytest.mark.parametrize("language", WALKTHROUGHS)
-def test_relative_links_point_to_files_that_exist(language: str) -> None:
+@pytest.mark.parametrize("page", PAGES)
+def test_relative_links_point_to_files_that_exist(page: str) -> None:
     """Every link that is not a web address leads to a file in the checkout (and heading)."""
-    doc = load(language)
+    doc = load(page)
     problems = []
     for target in LINK.findall(doc.text):
         if re.match(r"[a-z][a-z0-9+.-]*:", target):
@@ -352,19 +466,81 @@ def test_relative_links_point_to_files_that_exist(language: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_chinese_walkthrough_is_in_simplified_characters() -> None:
-    """The article is in Traditional characters; the walkthrough for its readers is Simplified."""
-    text = WALKTHROUGHS["zh"].read_text(encoding="utf-8")
-    found = sorted({character for character in text if character in TRADITIONAL_ONLY})
-    assert not found, f"Traditional characters in the Chinese walkthrough: {''.join(found)}"
+def test_chinese_pages_are_in_simplified_characters() -> None:
+    """The article is in Traditional characters; the pages for its readers are Simplified."""
+    for path in sorted(DOCS.rglob("*.zh.md")):
+        text = path.read_text(encoding="utf-8")
+        found = sorted({character for character in text if character in TRADITIONAL_ONLY})
+        assert not found, f"Traditional characters in {path.name}: {''.join(found)}"
 
 
-def test_readme_links_to_both_walkthroughs() -> None:
-    """A reader finds the walkthrough, in either language, from the README."""
+def test_readme_links_to_the_tutorial() -> None:
+    """A reader finds the tutorial's parts, and the walkthrough in either language, from the
+    README."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     targets = set(LINK.findall(readme))
-    for path in WALKTHROUGHS.values():
+    for page in (*PARTS, "walkthrough", "zh"):
+        path = PAGES[page]
         assert str(path.relative_to(ROOT)) in targets, f"README.md does not link to {path.name}"
+
+
+# The parts of the tutorial: finished in one sitting, each ending with exercises.
+
+INLINE_CODE = re.compile(r"`[^`\n]+`")
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
+
+
+def prose_words(doc: Walkthrough) -> int:
+    """The words of a page's prose: code blocks, comments and link targets left out, a span
+    of inline code counted as one word."""
+    text = HTML_COMMENT.sub(" ", doc.text)
+    text = LINK.sub(lambda link: link.group(0).split("](")[0], text)
+    text = INLINE_CODE.sub(" code ", text)
+    return len(WORD.findall(text))
+
+
+@pytest.mark.parametrize("page", PARTS)
+def test_parts_within_their_word_limit(page: str) -> None:
+    """A part can be read in one sitting: Part 1 at most 2,500 words, Part 2 at most 4,000."""
+    words = prose_words(load(page))
+    assert 0 < words <= PARTS[page], f"{page}: {words} words, {PARTS[page]} at most"
+
+
+@pytest.mark.parametrize("page", PARTS)
+def test_parts_end_with_exercises_with_answers(page: str) -> None:
+    """A part ends with exercises; each has a hint and an answer under docs/answers/ that
+    tests/test_answers.py runs."""
+    text = PAGES[page].read_text(encoding="utf-8")
+    exercises = section(text, "Exercises")
+    titles = [t for level, t in headings(read_walkthrough(PAGES[page])) if level == 2]
+    assert titles[-1] == "Exercises", "the exercises are not the part's last section"
+    each = re.split(r"(?m)^### ", exercises)[1:]
+    assert each, "no exercise (### headings under ## Exercises)"
+    runner = (ROOT / "tests" / "test_answers.py").read_text(encoding="utf-8")
+    for exercise in each:
+        title = exercise.splitlines()[0]
+        assert "<summary>Hint</summary>" in exercise, f"{title}: no hint"
+        answers = re.findall(r"\]\(\.\./answers/([\w.]+)\)", exercise)
+        assert answers, f"{title}: no link to its answer in docs/answers/"
+        for answer in answers:
+            assert (DOCS / "answers" / answer).is_file(), f"{title}: no docs/answers/{answer}"
+            assert f"docs/answers/{answer}" in runner, f"tests/test_answers.py runs no {answer}"
+
+
+def test_part_1_shows_the_real_fix() -> None:
+    """The diff in Part 1 is the real one between docs/unsafe.py and docs/minimal.py, all but
+    the docstrings, as in docs/race.md."""
+    unsafe, fixed = (
+        (DOCS / name).read_text(encoding="utf-8").splitlines(keepends=True)
+        for name in ("unsafe.py", "minimal.py")
+    )
+    diff = "".join(difflib.unified_diff(unsafe, fixed, "docs/unsafe.py", "docs/minimal.py", n=1))
+    header, docstrings, *hunks = re.split(r"(?m)^(?=@@ )", diff)
+    assert docstrings.startswith("@@ -1,")
+    shown = [block for block in load("part-1").blocks if block.language == "diff"]
+    assert len(shown) == 1, "expected one diff block in Part 1"
+    assert "\n".join(shown[0].lines) + "\n" == header + "".join(hunks)
 
 
 # The facts around the code: tables and numbers in README.md and the walkthroughs.
@@ -505,11 +681,15 @@ def test_readme_options_match_define() -> None:
     assert not problems, "\n".join(problems)
 
 
-# Codes a client of this server can see although the server never sends them itself: the
-# page's own Close (1000), a connection that broke (1006), and the standard's answer to text
-# that is not UTF-8 (1007), which Tornado gives by dropping the connection instead.
-SEEN_NOT_SENT = {1000, 1006, 1007}
+# Codes a client of this server can see although nothing on the server sends them: a
+# connection that broke (1006), and the standard's answer to text that is not UTF-8 (1007),
+# which Tornado gives by dropping the connection instead. (1000 is the page's own Close, and
+# Tornado's when a ping goes unanswered: see tornado_close_codes().)
+SEEN_NOT_SENT = {1006, 1007}
 NEVER_SENT = {"en": "never sent", "zh": "从不"}
+# Said of a close code in English: that nothing on the server sends it.
+NEVER_SENT_CLAIM = re.compile(r"\bnever (?:sent|sends|send)\b|\bis not sent\b")
+CLOSE_CODE = re.compile(r"\b(1\d{3}|[34]\d{3})\b")
 
 
 def codes(rows: list[list[str]]) -> dict[int, list[str]]:
@@ -519,12 +699,42 @@ def codes(rows: list[list[str]]) -> dict[int, list[str]]:
     return found
 
 
+@functools.cache
+def tornado_close_codes() -> dict[int, str]:
+    """The close codes Tornado's WebSocket code sends by itself, each with its reason: 1009
+    for a message too big, and 1000 when a ping went unanswered (``close(reason=...)`` with
+    no code, which Tornado turns into 1000)."""
+    import tornado.websocket
+
+    text = Path(tornado.websocket.__file__).read_text(encoding="utf-8")
+    found = {
+        int(code): reason for code, reason in re.findall(r'\.close\((\d{4}), "([^"]*)"\)', text)
+    }
+    if "code = 1000" in text:
+        for reason in re.findall(r'\bself\.close\(reason="([^"]*)"\)', text):
+            found.setdefault(1000, reason)
+    return found
+
+
+def sendable_codes() -> set[int]:
+    """Every close code the server can send: its CLOSE_* constants and Tornado's own."""
+    return set(close_constants().values()) | set(tornado_close_codes())
+
+
+def test_tornado_sends_what_the_docs_say() -> None:
+    """Tornado's own close codes are the two the docs describe: 1009 for a message too big,
+    1000 "ping timed out"."""
+    assert tornado_close_codes().get(1000) == "ping timed out"
+    assert 1009 in tornado_close_codes()
+
+
 def test_readme_close_codes_match_constants() -> None:
-    """The README's close codes are exactly the CLOSE_* constants, reasons as the code says."""
+    """The README's close codes are exactly those the server and Tornado send, each with the
+    reason the code gives."""
     constants = set(close_constants().values())
     assert constants, "no CLOSE_* constants found"
     rows = table(README.read_text(encoding="utf-8"), {"code"})
-    assert set(codes(rows)) == constants
+    assert set(codes(rows)) == sendable_codes()
     import tornado.websocket
 
     sources = [path.read_text(encoding="utf-8") for path in server_modules()]
@@ -557,17 +767,181 @@ def test_readme_statuses_match_refusals() -> None:
     assert {int(plain(row[0])) for row in pushes} == push
 
 
-@pytest.mark.parametrize("language", WALKTHROUGHS)
-def test_walkthrough_close_codes_match_constants(language: str) -> None:
-    """The walkthrough's table has every CLOSE_* code, and says so of codes never sent."""
+def test_tutorial_close_codes_match_the_code() -> None:
+    """Part 2's table has every code the server or Tornado sends, and the codes a client sees
+    that nothing sends, which it says are never sent."""
+    table_codes = codes(table(load("part-2").text, {"code"}))
+    assert sendable_codes() | SEEN_NOT_SENT | {1000} <= set(table_codes)
+    problems = [
+        f"{code}: nothing sends it, and the row does not say it is never sent"
+        for code, rows in table_codes.items()
+        if code not in sendable_codes() and not all(NEVER_SENT["en"] in row for row in rows)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_chinese_walkthrough_close_codes_match_constants() -> None:
+    """The Chinese walkthrough's table has every CLOSE_* code, and says so of codes never
+    sent. (Its row for 1000 predates the tutorial: the Chinese tutorial replaces it.)"""
     constants = set(close_constants().values())
-    table_codes = codes(table(load(language).text, {"code", "关闭码"}))
-    assert constants | SEEN_NOT_SENT <= set(table_codes)
+    table_codes = codes(table(load("zh").text, {"code", "关闭码"}))
+    assert constants | SEEN_NOT_SENT | {1000} <= set(table_codes)
     problems = [
         f"{code}: no CLOSE_* constant, and the row does not say it is never sent"
         for code, rows in table_codes.items()
-        if code not in constants and not all(NEVER_SENT[language] in row for row in rows)
+        if code not in constants and not all(NEVER_SENT["zh"] in row for row in rows)
     ]
+    assert not problems, "\n".join(problems)
+
+
+def english_texts() -> dict[str, str]:
+    """The README and every English page, by name."""
+    found = {"README": README.read_text(encoding="utf-8")}
+    for page in ENGLISH:
+        found[page] = PAGES[page].read_text(encoding="utf-8")
+    return found
+
+
+def sentences(text: str) -> list[str]:
+    """The prose of a Markdown text cut into sentences, each table row one sentence."""
+    prose = "\n".join(outside_code(text))
+    found = []
+    # A blank line, or an item of a list, starts a new paragraph.
+    for paragraph in re.split(r"\n\s*\n|\n(?=\s*(?:[-*]|\d+\.) )", prose):
+        if paragraph.lstrip().startswith("|"):
+            found += paragraph.splitlines()
+        else:
+            found += re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", " ".join(paragraph.split()))
+    return found
+
+
+def outside_code(text: str) -> list[str]:
+    """The lines of ``text`` outside fenced code blocks."""
+    prose, fence = [], ""
+    for line in text.splitlines():
+        opening = FENCE.fullmatch(line.strip())
+        if fence:
+            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
+                fence = ""
+        elif opening:
+            fence = opening.group(1)
+        else:
+            prose.append(line)
+    return prose
+
+
+def test_no_close_code_said_never_sent_is_sent() -> None:
+    """A sentence (or table row) that says a close code is never sent names none that the
+    server or Tornado sends: 1000 goes out when a ping is not answered."""
+    problems = []
+    for name, text in english_texts().items():
+        for sentence in sentences(text):
+            if NEVER_SENT_CLAIM.search(sentence):
+                for code in map(int, CLOSE_CODE.findall(sentence)):
+                    if code in sendable_codes():
+                        problems.append(f"{name}: {code} is sent, yet: {sentence.strip()}")
+    assert not problems, "\n".join(problems)
+
+
+ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "last": -1}
+ORDINAL_CLAIM = re.compile(
+    r"\b(first|second|third|fourth|fifth|last) (?:line|statement)s? of "
+    r"(?:[\w./`]+'s )?`([A-Za-z_][\w.]*)\(\)`"
+)
+
+
+INSTRUCTION = re.compile(r"\b(?:[Mm]ake|[Pp]ut|[Aa]dd|[Ii]nsert|[Mm]ove)\b")
+
+
+def statements_of(name: str) -> list[list[str]]:
+    """For each function called ``name`` (or ending in ``.name``) in the project's Python
+    outside the tests, the source of each statement of its body on one line, docstring left
+    out."""
+    found = []
+    for path in [*server_modules(), *sorted(DOCS.rglob("*.py"))]:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(parsed(path)):
+            body = getattr(node, "body", [])
+            for item in body if isinstance(body, list) else []:
+                if not isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                qualified = f"{getattr(node, 'name', '')}.{item.name}"
+                if not (qualified == name or qualified.endswith("." + name)):
+                    continue
+                statements = item.body[1:] if ast.get_docstring(item) else item.body
+                found.append(
+                    [
+                        " ".join(" ".join(lines[s.lineno - 1 : s.end_lineno]).split())
+                        for s in statements
+                    ]
+                )
+    return found
+
+
+def paragraphs(text: str) -> list[tuple[str, str]]:
+    """Each paragraph of a Markdown text's prose, with the first line of the code block that
+    follows it at once (its caption aside), or ""."""
+    found: list[list[str]] = []
+    current: list[str] = []
+    fence = ""
+    pending: int | None = None  # the paragraph just ended, with no prose after it yet
+
+    def end_paragraph() -> None:
+        nonlocal current, pending
+        if current:
+            found.append([" ".join(" ".join(current).split()), ""])
+            pending = len(found) - 1
+            current = []
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        if fence:
+            if stripped.startswith(fence) and not stripped.strip(fence[0]):
+                fence, pending = "", None
+            elif pending is not None and stripped:
+                found[pending][1] = " ".join(stripped.split())
+                pending = None
+        elif opening := FENCE.fullmatch(stripped):
+            end_paragraph()
+            fence = opening.group(1)
+        elif not stripped or CAPTION.fullmatch(stripped):
+            end_paragraph()
+        else:
+            pending = None
+            current.append(stripped)
+    end_paragraph()
+    return [(paragraph, below) for paragraph, below in found]
+
+
+def test_ordinal_claims_about_lines_are_true() -> None:
+    """ "`self.set_nodelay(True)` is the second line of `open()`": the sentence names a line in
+    backquotes (or the code block after it begins with it), and that is the line it says."""
+    problems = []
+    for name, text in english_texts().items():
+        for paragraph, below in paragraphs(text):
+            claims = re.split(r"(?<=[.!?:])\s+(?=[A-Z`(])", paragraph)
+            for number, sentence in enumerate(claims):
+                for claim in ORDINAL_CLAIM.finditer(sentence):
+                    ordinal, function = claim.groups()
+                    if INSTRUCTION.search(sentence[: claim.start()]):
+                        continue  # "make it the first line of run()" asks; it does not claim
+                    candidates = [
+                        " ".join(code.split())
+                        for code in re.findall(r"`([^`]+)`", sentence)
+                        if code != f"{function}()"
+                    ]
+                    if number == len(claims) - 1 and sentence.endswith(":") and below:
+                        candidates.append(below)  # the line is the code block's first
+                    index = ORDINALS[ordinal]
+                    bodies = statements_of(function)
+                    firsts = [body[index] for body in bodies if len(body) > max(index, 0)]
+                    if not firsts:
+                        problems.append(f"{name}: no function {function}(): {sentence}")
+                    elif not any(c and c in line for c in candidates for line in firsts):
+                        problems.append(
+                            f"{name}: the {ordinal} line of {function}() is {firsts}, "
+                            f"which this does not name: {sentence}"
+                        )
     assert not problems, "\n".join(problems)
 
 
@@ -623,7 +997,9 @@ def facts() -> list[tuple[str, str, int]]:
 def document_text(name: str) -> str:
     if name == "README":
         return README.read_text(encoding="utf-8")
-    return WALKTHROUGHS[name].read_text(encoding="utf-8")
+    if name == "en":  # the pages that tell of this server's defaults, together
+        return "\n".join(PAGES[page].read_text(encoding="utf-8") for page in DEFAULTS_TOLD)
+    return PAGES[name].read_text(encoding="utf-8")
 
 
 def test_numbers_in_prose_match_the_code() -> None:
