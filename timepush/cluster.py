@@ -35,9 +35,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio
+import redis.asyncio.sentinel
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -97,23 +98,84 @@ def refused_for_memory(results: list[Any]) -> list[bool]:
     return [isinstance(result, Exception) for result in results]
 
 
+SENTINEL = "redis+sentinel"
+SENTINEL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]"
+
+
+def sentinel_address(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """The Sentinels, service name, database and password of a ``redis+sentinel://`` URL.
+
+    redis-py does not read such a URL. The password, if any, is the primary's; the Sentinels
+    are asked without one. Raises ValueError saying what is wrong.
+    """
+    scheme, separator, rest = url.partition("://")
+    if scheme != SENTINEL or not separator:
+        raise ValueError(f"not {SENTINEL}://")
+    if "?" in rest or "#" in rest:
+        raise ValueError("no query or fragment is read")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    password = unquote(userinfo.partition(":")[2]) or None if at else None
+    sentinels = []
+    for one in hosts.split(","):
+        host, colon, port = one.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a Sentinel is not host:port: {one!r}")
+        sentinels.append((host.removeprefix("[").removesuffix("]"), int(port)))
+    service, _, db = path.partition("/")
+    db = db.removesuffix("/") or "0"
+    if not service:
+        raise ValueError("no service name")
+    if not db.isdigit():
+        raise ValueError(f"the database is not a number: {db!r}")
+    return sentinels, unquote(service), int(db), password
+
+
 def safe_url(url: str) -> str:
-    """The Redis URL without its password, for the log."""
+    """The Redis URL without its password, for the log and ``/stats``."""
+    if url.startswith(SENTINEL + "://"):
+        sentinels, service, db, _ = sentinel_address(url)
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in sentinels)
+        return f"{SENTINEL}://{hosts}/{service}/{db}"
     parts = urlsplit(url)
     host = parts.hostname or "localhost"
     return f"{parts.scheme}://{host}:{parts.port or 6379}{parts.path}"
 
 
 def url_problem(url: str) -> str | None:
-    """Say what is wrong with a Redis URL, or return None."""
+    """Say what is wrong with a Redis URL or a Sentinel one, or return None."""
+    if url.startswith(SENTINEL + ":"):
+        try:
+            sentinel_address(url)
+        except ValueError as error:
+            return f"not a Sentinel URL ({SENTINEL_FORM}): {error}"
+        return None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
     except ValueError as error:
         return f"not a URL: {error}"
     if parts.scheme not in ("redis", "rediss", "unix"):
-        return f"not a Redis URL (redis://host:port/db): {url!r}"
+        return f"not a Redis URL (redis://host:port/db, or {SENTINEL_FORM}): {url!r}"
     return None
+
+
+class BlockingSentinelPool(
+    redis.asyncio.sentinel.SentinelConnectionPool, redis.asyncio.BlockingConnectionPool
+):
+    """Connections to the primary that Sentinel names, at most ``max_connections`` of them:
+    one more waits for a free one, as with ``BlockingConnectionPool``."""
+
+    async def get_master_address(self) -> tuple[str, int]:
+        # Asked for each new connection. Just after a failover Sentinel may name no primary for
+        # a moment: the one found at the start of the session is still the best guess (if it
+        # is wrong, the connection fails and the session starts over, asking again).
+        try:
+            return await super().get_master_address()
+        except redis.asyncio.sentinel.MasterNotFoundError:
+            if self.master_address is None:
+                raise
+            return self.master_address
 
 
 def add_up(figures: list[dict[str, Any]]) -> dict[str, Any]:
@@ -265,6 +327,8 @@ class Cluster:
         self.ignored = 0  # messages from Redis that no node sends
         self.full = False  # Redis refuses writes for want of memory
         self.task: asyncio.Task[None] | None = None
+        self.sentinel: redis.asyncio.sentinel.Sentinel | None = None
+        self.server: str | None = None  # host:port of the Redis last talked to
 
     # -- called by push.py -----------------------------------------------------------------
 
@@ -340,6 +404,8 @@ class Cluster:
         """What ``/stats`` adds: the link's state and the totals over the live nodes."""
         return {
             "redis": "up" if self.up else "down",
+            "redis_url": safe_url(self.url),
+            "redis_server": self.server if self.up else None,
             "cluster": self.totals if self.up else None,
             "cluster_messages_ignored": self.ignored,
         }
@@ -384,7 +450,7 @@ class Cluster:
         elif self.up or not self.ever_up:
             log.warning(
                 "Redis at %s out of reach (%s); local clients keep their ticks, retrying",
-                safe_url(self.url),
+                self.where(),
                 type(error).__name__ if error else "error",
             )
             self.ever_up = True  # one warning until the link is back
@@ -397,22 +463,56 @@ class Cluster:
             arrived.set()  # nobody waits for replies that will not come
 
     def connect(self, connections: int, decode: bool) -> redis.asyncio.Redis:
-        return redis.asyncio.Redis.from_pool(
-            redis.asyncio.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=connections,
-                timeout=self.timeout,
-                socket_timeout=self.timeout,
-                socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),  # this class does the retrying
-                decode_responses=decode,
-                # Anyone can write to Redis: bytes that are not UTF-8 must not raise halfway
-                # through a reply. They fail the checks on what was read instead.
-                encoding_errors="replace",
-            )
+        options = {
+            "max_connections": connections,
+            "timeout": self.timeout,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0),  # this class does the retrying
+            "decode_responses": decode,
+            # Anyone can write to Redis: bytes that are not UTF-8 must not raise halfway
+            # through a reply. They fail the checks on what was read instead.
+            "encoding_errors": "replace",
+        }
+        if self.sentinel is None:
+            pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **options)
+            return redis.asyncio.Redis.from_pool(pool)
+        _, service, db, password = sentinel_address(self.url)
+        return self.sentinel.master_for(
+            service,
+            connection_pool_class=BlockingSentinelPool,
+            db=db,
+            password=password,
+            **options,
         )
 
+    def where(self) -> str:
+        """Which Redis, for the log: the URL without its password, and Sentinel's primary."""
+        if self.sentinel is None or self.server is None:
+            return safe_url(self.url)
+        return f"{self.server} (primary of {safe_url(self.url)})"
+
+    def ask_sentinel(self) -> redis.asyncio.sentinel.Sentinel | None:
+        """Sentinel clients for a session, or None for a plain Redis URL."""
+        if not self.url.startswith(SENTINEL + "://"):
+            return None
+        sentinels, _, _, _ = sentinel_address(self.url)
+        timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
+        return redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=timeouts)
+
+    async def find_server(self) -> str:
+        """host:port of the Redis this node talks to: with Sentinel, the primary it names."""
+        if self.sentinel is None:
+            parts = urlsplit(self.url)
+            if parts.scheme == "unix":
+                return parts.path
+            return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        _, service, _, _ = sentinel_address(self.url)
+        host, port = await self.sentinel.discover_master(service)
+        return f"{host}:{port}"
+
     async def session(self) -> None:
+        self.sentinel = self.ask_sentinel()
         client = self.connect(8, decode=True)
         # Messages arrive as bytes: one that is not UTF-8 is ignored like any other bad one,
         # where decoding it in the client would raise in the middle of reading the reply.
@@ -421,6 +521,12 @@ class Cluster:
         tasks: list[asyncio.Task[None]] = []
         try:
             await client.ping()
+            server = await self.find_server()
+            if self.server not in (None, server):
+                log.warning(
+                    "Redis moved: Sentinel names %s as the primary (was %s)", server, self.server
+                )
+            self.server = server
             await pubsub.subscribe(PREFIX + "node:" + self.node, PREFIX + "all")
             self.redis, self.pubsub = client, pubsub
             was_down = self.ever_up
@@ -435,11 +541,11 @@ class Cluster:
             if was_down:
                 log.info(
                     "Redis at %s is back; %d clients registered again",
-                    safe_url(self.url),
+                    self.where(),
                     len(self.owners),
                 )
             else:
-                log.info("Node %s joined the cluster at %s", self.node, safe_url(self.url))
+                log.info("Node %s joined the cluster at %s", self.node, self.where())
             tasks = [
                 asyncio.ensure_future(self.listen(pubsub)),
                 asyncio.ensure_future(self.write_pending(client)),
@@ -456,6 +562,8 @@ class Cluster:
             await self.quietly(pubsub.aclose())
             await self.quietly(listener.aclose())
             await self.quietly(client.aclose())
+            for sentinel in self.sentinel.sentinels if self.sentinel is not None else []:
+                await self.quietly(sentinel.aclose())
 
     async def forget_node(self, client: redis.asyncio.Redis) -> None:
         pipe = client.pipeline(transaction=False)
@@ -575,10 +683,10 @@ class Cluster:
             log.warning(
                 "Redis at %s is full (out of memory, at its maxmemory): writes are refused, "
                 "retried each round; local clients keep their ticks",
-                safe_url(self.url),
+                self.where(),
             )
         elif self.full and not full:
-            log.info("Redis at %s takes writes again", safe_url(self.url))
+            log.info("Redis at %s takes writes again", self.where())
         self.full = full
 
     async def rounds(self, client: redis.asyncio.Redis) -> None:

@@ -188,10 +188,11 @@ class PushHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(503, reason="Cluster link down, try again") from None
         if reached is None and unanswered:
             # Connected there, as far as Redis knows: "not found" would be a guess.
-            reason = "The node that holds this Id did not answer in time"
-            self.set_status(504, reason=reason)
-            self.finish({"error": reason, "unanswered": unanswered})
-            return
+            error = tornado.web.HTTPError(
+                504, reason="The node that holds this Id did not answer in time"
+            )
+            error.unanswered = unanswered  # for write_error
+            raise error
         if reached is None:
             raise tornado.web.HTTPError(404, reason="No client with this Id is connected")
         self.write({"reached": reached, **({"unanswered": unanswered} if unanswered else {})})
@@ -201,4 +202,5 @@ class PushHandler(tornado.web.RequestHandler):
             self.set_header("WWW-Authenticate", "Bearer")
         error = kwargs.get("exc_info", (None, None, None))[1]
         reason = getattr(error, "reason", None) or tornado.httputil.responses.get(status_code)
-        self.finish({"error": reason})
+        unanswered = getattr(error, "unanswered", None)
+        self.finish({"error": reason, **({"unanswered": unanswered} if unanswered else {})})
