@@ -16,7 +16,8 @@ out at once, so nothing is counted twice. The library's own multiprocess mode is
 only merges the library's ``Counter``, ``Gauge`` and ``Histogram`` objects, so every count would
 have to be kept twice, and it cannot run collectors, the process collector included.
 
-This module imports nothing of the project: it reads the ``stats`` object in the settings.
+Of the project it imports only ``counters`` (the buckets of the fan-out times); the figures come
+from the ``stats`` object in the settings.
 """
 
 from __future__ import annotations
