@@ -18,9 +18,12 @@ of ``docs/``:
   test outside a class), and must exist.
 - A part of the tutorial and its Chinese version (``part-1.md``, ``part-1.zh.md``), once that
   exists, have the same sections, and each section shows the same snippets, names the same
-  tests and has the same links (an in-page link counts by the heading it leads to).
-- Each part stays within its word limit, ends with exercises, each with a hint and an answer
-  under ``docs/answers/`` that ``tests/test_answers.py`` runs.
+  tests and has the same links (a link to a heading counts by the heading's number, a link to
+  a Chinese page as one to its English page; a page only in Chinese, such as the note for the
+  article's readers, is not compared). The Chinese part has every check the English one has.
+- Each part stays within its word limit (a Chinese character counts as half a word), ends with
+  exercises (``## 练习`` in Chinese), each with a hint (``提示``) and an answer under
+  ``docs/answers/`` that ``tests/test_answers.py`` runs.
 - The facts around the code follow the code: the README's options table has a row for each
   ``define()`` with its default, the close-code tables match the codes the server and Tornado
   send, the status table the ``HTTPError`` statuses, numbers in prose ("64 characters", "ten a
@@ -45,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 TUTORIAL = DOCS / "tutorial"
 # Every page whose code, tests and links are checked, by a short name. "zh" is the Chinese
-# walkthrough from before the tutorial, checked as it always was until a Chinese tutorial
-# replaces it.
+# walkthrough from before the tutorial, checked as it always was until the Chinese index
+# replaces it; a name ending in ".zh" is a page of the Chinese tutorial.
 PAGES = {
     "part-1": TUTORIAL / "part-1.md",
     "part-2": TUTORIAL / "part-2.md",
@@ -58,19 +61,25 @@ PAGES = {
     "deploy": DOCS / "deploy.md",
     "performance": DOCS / "performance.md",
     "zh": DOCS / "walkthrough.zh.md",
+    "from-the-article.zh": TUTORIAL / "from-the-article.zh.md",
 }
-ENGLISH = [name for name in PAGES if name != "zh"]
 # The English pages whose numbers are this server's defaults (deploy.md and performance.md
 # run it on other ports and with other limits).
 DEFAULTS_TOLD = ["part-1", "part-2", "security", "clock"]
 # The parts of the tutorial, and the most words of prose (code left out) each may have.
 PARTS = {"part-1": 2500, "part-2": 4000}
-# A part and its Chinese version, for each part that has one so far.
-TRANSLATED = [
-    (name, PAGES[name].with_name(PAGES[name].stem + ".zh.md"))
-    for name in PARTS
-    if PAGES[name].with_name(PAGES[name].stem + ".zh.md").is_file()
-]
+# The Chinese version of each part that has one so far, by its name, with the English part's.
+# It has every check its English part has; its word limit counts each Chinese character as
+# half a word.
+ZH_PARTS = {
+    f"{name}.zh": name for name in PARTS if PAGES[name].with_name(f"{name}.zh.md").is_file()
+}
+PAGES.update({zh: PAGES[en].with_name(f"{en}.zh.md") for zh, en in ZH_PARTS.items()})
+ENGLISH = [name for name in PAGES if name != "zh" and not name.endswith(".zh")]
+# A part and its Chinese version.
+TRANSLATED = [(en, PAGES[zh]) for zh, en in ZH_PARTS.items()]
+# The words of a Chinese part's headings for the exercises and their hints.
+EXERCISES = {"en": ("Exercises", "Hint"), "zh": ("练习", "提示")}
 
 FROM_MARKER = re.compile(r"<!--\s*from:\s*(\S+)\s*-->")
 # A caption the reader sees: **app.py**, `MyWebSocketHandler.open()`
@@ -277,7 +286,7 @@ def test_every_snippet_appears_in_the_file_it_names(page: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("page", [*PARTS, "zh"])
+@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS, "zh"])
 def test_the_lessons_show_code_from_the_files(page: str) -> None:
     """The parts of the tutorial (and the Chinese walkthrough) show the project's real code."""
     assert any(block.source for block in load(page).blocks), "no snippets from the files"
@@ -297,7 +306,7 @@ def test_code_in_a_programming_language_names_its_file(page: str) -> None:
             problems.append(f"{block.where}: {block.language} code without a caption **path**")
         if block.source and len(normalised(block.lines)) > MAX_SNIPPET_LINES:
             problems.append(f"{block.where}: over {MAX_SNIPPET_LINES} lines, show less")
-        if page in ENGLISH and block.source and not block.captioned:
+        if page != "zh" and block.source and not block.captioned:
             problems.append(f"{block.where}: a from: marker the reader cannot see; caption it")
     assert not problems, "\n".join(problems)
 
@@ -337,7 +346,7 @@ def test_every_test_named_exists(page: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("page", PARTS)
+@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS])
 def test_test_names_stay_out_of_the_lesson(page: str) -> None:
     """A part of the tutorial leaves the names of tests to its table (tests.md)."""
     assert not named_tests(load(page)), "move these to docs/tutorial/tests.md"
@@ -387,6 +396,29 @@ def other_language(path: Path) -> str:
     return path.stem + ".zh.md"
 
 
+def link_key(page: Path, target: str) -> str | None:
+    """What a link to another file stands for, the same in both languages: a link to a
+    Chinese page counts as one to its English page, and a heading of another page by its
+    number. The page's own other language is "the other language"; a page that only exists in
+    Chinese (the note for the article's readers) has no English to match: None."""
+    if re.match(r"[a-z][a-z0-9+.-]*:", target):
+        return target
+    file, _, anchor = target.partition("#")
+    if file == other_language(page) and not anchor:
+        return "the other language"
+    path = (page.parent / file).resolve()
+    if path.name.endswith(".zh.md"):
+        english = path.with_name(other_language(path))
+        if not english.is_file():
+            return None
+        file, path = file.removesuffix(".zh.md") + ".md", english
+    if anchor and path.suffix == ".md" and path.is_file():
+        titles = [title for _, title in headings(read_walkthrough(path))]
+        numbers = {github_anchor(title): number for number, title in enumerate(titles, 1)}
+        anchor = str(numbers.get(anchor, anchor))
+    return f"{file}#{anchor}" if anchor else file
+
+
 def sections(doc: Walkthrough) -> list[Section]:
     """Cut a page at every heading (the text before the first one is section 0)."""
     starts = [(0, 0, "")]
@@ -395,7 +427,6 @@ def sections(doc: Walkthrough) -> list[Section]:
         if heading:
             starts.append((number, len(heading.group(1)), heading.group(2)))
     anchors = {github_anchor(title): index for index, (_, _, title) in enumerate(starts)}
-    other = other_language(doc.path)
     found = []
     for index, (first, level, title) in enumerate(starts):
         last = starts[index + 1][0] if index + 1 < len(starts) else 1 << 30
@@ -407,8 +438,8 @@ def sections(doc: Walkthrough) -> list[Section]:
         for target in LINK.findall(text):
             if target.startswith("#"):
                 links.append(f"#{anchors.get(target[1:], target)}")
-            else:
-                links.append("the other language" if target == other else target)
+            elif (key := link_key(doc.path, target)) is not None:
+                links.append(key)
         found.append(
             Section(
                 level,
@@ -467,9 +498,10 @@ def test_relative_links_point_to_files_that_exist(page: str) -> None:
 
 
 def test_chinese_pages_are_in_simplified_characters() -> None:
-    """The article is in Traditional characters; the pages for its readers are Simplified."""
+    """The article is in Traditional characters; the pages for its readers are Simplified (a
+    spelling quoted from the article, in backquotes, aside)."""
     for path in sorted(DOCS.rglob("*.zh.md")):
-        text = path.read_text(encoding="utf-8")
+        text = INLINE_CODE.sub(" ", path.read_text(encoding="utf-8"))
         found = sorted({character for character in text if character in TRADITIONAL_ONLY})
         assert not found, f"Traditional characters in {path.name}: {''.join(found)}"
 
@@ -489,38 +521,42 @@ def test_readme_links_to_the_tutorial() -> None:
 INLINE_CODE = re.compile(r"`[^`\n]+`")
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 WORD = re.compile(r"[A-Za-z0-9][\w'-]*")
+HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
 
-def prose_words(doc: Walkthrough) -> int:
+def prose_words(doc: Walkthrough) -> float:
     """The words of a page's prose: code blocks, comments and link targets left out, a span
-    of inline code counted as one word."""
+    of inline code counted as one word, a Chinese character as half of one."""
     text = HTML_COMMENT.sub(" ", doc.text)
     text = LINK.sub(lambda link: link.group(0).split("](")[0], text)
     text = INLINE_CODE.sub(" code ", text)
-    return len(WORD.findall(text))
+    return len(WORD.findall(text)) + len(HAN.findall(text)) / 2
 
 
-@pytest.mark.parametrize("page", PARTS)
+@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS])
 def test_parts_within_their_word_limit(page: str) -> None:
-    """A part can be read in one sitting: Part 1 at most 2,500 words, Part 2 at most 4,000."""
+    """A part can be read in one sitting: Part 1 at most 2,500 words, Part 2 at most 4,000,
+    in either language."""
+    limit = PARTS[ZH_PARTS.get(page, page)]
     words = prose_words(load(page))
-    assert 0 < words <= PARTS[page], f"{page}: {words} words, {PARTS[page]} at most"
+    assert 0 < words <= limit, f"{page}: {words:.0f} words, {limit} at most"
 
 
-@pytest.mark.parametrize("page", PARTS)
+@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS])
 def test_parts_end_with_exercises_with_answers(page: str) -> None:
     """A part ends with exercises; each has a hint and an answer under docs/answers/ that
     tests/test_answers.py runs."""
     text = PAGES[page].read_text(encoding="utf-8")
-    exercises = section(text, "Exercises")
+    exercises_title, hint = EXERCISES["zh" if page in ZH_PARTS else "en"]
+    exercises = section(text, exercises_title)
     titles = [t for level, t in headings(read_walkthrough(PAGES[page])) if level == 2]
-    assert titles[-1] == "Exercises", "the exercises are not the part's last section"
+    assert titles[-1] == exercises_title, "the exercises are not the part's last section"
     each = re.split(r"(?m)^### ", exercises)[1:]
-    assert each, "no exercise (### headings under ## Exercises)"
+    assert each, f"no exercise (### headings under ## {exercises_title})"
     runner = (ROOT / "tests" / "test_answers.py").read_text(encoding="utf-8")
     for exercise in each:
         title = exercise.splitlines()[0]
-        assert "<summary>Hint</summary>" in exercise, f"{title}: no hint"
+        assert f"<summary>{hint}</summary>" in exercise, f"{title}: no hint"
         answers = re.findall(r"\]\(\.\./answers/([\w.]+)\)", exercise)
         assert answers, f"{title}: no link to its answer in docs/answers/"
         for answer in answers:
@@ -528,9 +564,10 @@ def test_parts_end_with_exercises_with_answers(page: str) -> None:
             assert f"docs/answers/{answer}" in runner, f"tests/test_answers.py runs no {answer}"
 
 
-def test_part_1_shows_the_real_fix() -> None:
-    """The diff in Part 1 is the real one between docs/unsafe.py and docs/minimal.py, all but
-    the docstrings, as in docs/race.md."""
+@pytest.mark.parametrize("page", ["part-1", *(zh for zh in ZH_PARTS if zh == "part-1.zh")])
+def test_part_1_shows_the_real_fix(page: str) -> None:
+    """The diff in Part 1 (in either language) is the real one between docs/unsafe.py and
+    docs/minimal.py, all but the docstrings, as in docs/race.md."""
     unsafe, fixed = (
         (DOCS / name).read_text(encoding="utf-8").splitlines(keepends=True)
         for name in ("unsafe.py", "minimal.py")
@@ -538,7 +575,7 @@ def test_part_1_shows_the_real_fix() -> None:
     diff = "".join(difflib.unified_diff(unsafe, fixed, "docs/unsafe.py", "docs/minimal.py", n=1))
     header, docstrings, *hunks = re.split(r"(?m)^(?=@@ )", diff)
     assert docstrings.startswith("@@ -1,")
-    shown = [block for block in load("part-1").blocks if block.language == "diff"]
+    shown = [block for block in load(page).blocks if block.language == "diff"]
     assert len(shown) == 1, "expected one diff block in Part 1"
     assert "\n".join(shown[0].lines) + "\n" == header + "".join(hunks)
 
