@@ -407,15 +407,14 @@ def link_key(page: Path, target: str) -> str | None:
     if file == other_language(page) and not anchor:
         return "the other language"
     path = (page.parent / file).resolve()
-    if path.name.endswith(".zh.md"):
-        english = path.with_name(other_language(path))
-        if not english.is_file():
-            return None
-        file, path = file.removesuffix(".zh.md") + ".md", english
     if anchor and path.suffix == ".md" and path.is_file():
         titles = [title for _, title in headings(read_walkthrough(path))]
         numbers = {github_anchor(title): number for number, title in enumerate(titles, 1)}
         anchor = str(numbers.get(anchor, anchor))
+    if path.name.endswith(".zh.md"):
+        if not path.with_name(other_language(path)).is_file():
+            return None
+        file = file.removesuffix(".zh.md") + ".md"
     return f"{file}#{anchor}" if anchor else file
 
 
