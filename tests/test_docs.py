@@ -9,15 +9,14 @@ of ``docs/``:
   ``**app.py**`` alone for lines from several places). Its lines must appear in that file, and
   within that name's definition, in the same order and next to each other, compared line by
   line with the indentation and runs of spaces ignored, and blank lines ignored. A line ``...``
-  alone in the block stands for lines left out. The Chinese walkthrough of before the tutorial,
-  ``docs/walkthrough.zh.md``, names its file with ``<!-- from: app.py -->`` instead, until a
-  Chinese tutorial replaces it.
+  alone in the block stands for lines left out. The same holds in Chinese: the older
+  ``<!-- from: app.py -->`` marker, which the reader cannot see, is refused on every page.
 - Every fence names its language; Python, JavaScript, HTML and CSS blocks must come from a
   file. Shell commands, HTTP exchanges and diagrams (``sh``, ``text``, ``mermaid``) need not.
 - A test is named as ``tests/test_server.py::TestPush::test_name`` (or ``::test_name`` for a
   test outside a class), and must exist.
-- A part of the tutorial and its Chinese version (``part-1.md``, ``part-1.zh.md``), once that
-  exists, have the same sections, and each section shows the same snippets, names the same
+- A part of the tutorial and its Chinese version (``part-1.md``, ``part-1.zh.md``) have the
+  same sections, and each section shows the same snippets, names the same
   tests and has the same links (a link to a heading counts by the heading's number, a link to
   a Chinese page as one to its English page; a page only in Chinese, such as the note for the
   article's readers, is not compared). The Chinese part has every check the English one has.
@@ -27,8 +26,9 @@ of ``docs/``:
 - The facts around the code follow the code: the README's options table has a row for each
   ``define()`` with its default, the close-code tables match the codes the server and Tornado
   send, the status table the ``HTTPError`` statuses, numbers in prose ("64 characters", "ten a
-  second") are listed in ``facts()`` with the code they come from, "the second line of
-  `open()`" names that line, and a close code said never to be sent is one nothing sends.
+  second", "10 个令牌") are listed in ``facts()`` with the code they come from, "the second line
+  of `open()`" (「`open()` 的第二行」) names that line, and a close code said never to be sent
+  (「从不发送」) is one nothing sends, in either language.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 TUTORIAL = DOCS / "tutorial"
 # Every page whose code, tests and links are checked, by a short name. "zh" is the Chinese
-# walkthrough from before the tutorial, checked as it always was until the Chinese index
-# replaces it; a name ending in ".zh" is a page of the Chinese tutorial.
+# index, walkthrough.zh.md; a name ending in ".zh" is a page of the Chinese tutorial.
 PAGES = {
     "part-1": TUTORIAL / "part-1.md",
     "part-2": TUTORIAL / "part-2.md",
@@ -68,14 +67,12 @@ PAGES = {
 DEFAULTS_TOLD = ["part-1", "part-2", "security", "clock"]
 # The parts of the tutorial, and the most words of prose (code left out) each may have.
 PARTS = {"part-1": 2500, "part-2": 4000}
-# The Chinese version of each part that has one so far, by its name, with the English part's.
-# It has every check its English part has; its word limit counts each Chinese character as
-# half a word.
-ZH_PARTS = {
-    f"{name}.zh": name for name in PARTS if PAGES[name].with_name(f"{name}.zh.md").is_file()
-}
+# The Chinese version of each part, by its name, with the English part's. It has every check
+# its English part has; its word limit counts each Chinese character as half a word.
+ZH_PARTS = {f"{name}.zh": name for name in PARTS}
 PAGES.update({zh: PAGES[en].with_name(f"{en}.zh.md") for zh, en in ZH_PARTS.items()})
 ENGLISH = [name for name in PAGES if name != "zh" and not name.endswith(".zh")]
+CHINESE = [name for name in PAGES if name not in ENGLISH]
 # A part and its Chinese version.
 TRANSLATED = [(en, PAGES[zh]) for zh, en in ZH_PARTS.items()]
 # The words of a Chinese part's headings for the exercises and their hints.
@@ -286,16 +283,16 @@ def test_every_snippet_appears_in_the_file_it_names(page: str) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS, "zh"])
+@pytest.mark.parametrize("page", [*PARTS, *ZH_PARTS])
 def test_the_lessons_show_code_from_the_files(page: str) -> None:
-    """The parts of the tutorial (and the Chinese walkthrough) show the project's real code."""
+    """The parts of the tutorial, in either language, show the project's real code."""
     assert any(block.source for block in load(page).blocks), "no snippets from the files"
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_code_in_a_programming_language_names_its_file(page: str) -> None:
     """Every fence names its language, and program code is never written for the page alone;
-    in English the file is named where the reader sees it, in a caption."""
+    the file is named where the reader sees it, in a caption."""
     doc = load(page)
     markers = [line for line in doc.prose if FROM_MARKER.fullmatch(line.strip())]
     problems = [f"a from: marker not just above a fence: {line.strip()}" for line in markers]
@@ -306,7 +303,7 @@ def test_code_in_a_programming_language_names_its_file(page: str) -> None:
             problems.append(f"{block.where}: {block.language} code without a caption **path**")
         if block.source and len(normalised(block.lines)) > MAX_SNIPPET_LINES:
             problems.append(f"{block.where}: over {MAX_SNIPPET_LINES} lines, show less")
-        if page != "zh" and block.source and not block.captioned:
+        if block.source and not block.captioned:
             problems.append(f"{block.where}: a from: marker the reader cannot see; caption it")
     assert not problems, "\n".join(problems)
 
@@ -333,7 +330,7 @@ def named_tests(doc: Walkthrough) -> set[str]:
 def test_every_test_named_exists(page: str) -> None:
     """Each ``tests/<file>.py::Class::test`` a page names is defined in that file."""
     references = named_tests(load(page))
-    if page in ("tests", "zh"):
+    if page == "tests":
         assert references, "the page names no tests"
     problems = []
     for reference in sorted(references):
@@ -563,7 +560,7 @@ def test_parts_end_with_exercises_with_answers(page: str) -> None:
             assert f"docs/answers/{answer}" in runner, f"tests/test_answers.py runs no {answer}"
 
 
-@pytest.mark.parametrize("page", ["part-1", *(zh for zh in ZH_PARTS if zh == "part-1.zh")])
+@pytest.mark.parametrize("page", ["part-1", "part-1.zh"])
 def test_part_1_shows_the_real_fix(page: str) -> None:
     """The diff in Part 1 (in either language) is the real one between docs/unsafe.py and
     docs/minimal.py, all but the docstrings, as in docs/race.md."""
@@ -722,9 +719,12 @@ def test_readme_options_match_define() -> None:
 # which Tornado gives by dropping the connection instead. (1000 is the page's own Close, and
 # Tornado's when a ping goes unanswered: see tornado_close_codes().)
 SEEN_NOT_SENT = {1006, 1007}
-NEVER_SENT = {"en": "never sent", "zh": "从不"}
-# Said of a close code in English: that nothing on the server sends it.
-NEVER_SENT_CLAIM = re.compile(r"\bnever (?:sent|sends|send)\b|\bis not sent\b")
+NEVER_SENT = {"en": "never sent", "zh": "从不发送"}
+# Said of a close code, in either language: that nothing on the server sends it.
+NEVER_SENT_CLAIM = {
+    "en": re.compile(r"\bnever (?:sent|sends|send)\b|\bis not sent\b"),
+    "zh": re.compile(r"从不(?:会)?(?:被)?(?:发送|发出)|不会(?:被)?(?:发送|发出)"),
+}
 CLOSE_CODE = re.compile(r"\b(1\d{3}|[34]\d{3})\b")
 
 
@@ -803,29 +803,18 @@ def test_readme_statuses_match_refusals() -> None:
     assert {int(plain(row[0])) for row in pushes} == push
 
 
-def test_tutorial_close_codes_match_the_code() -> None:
-    """Part 2's table has every code the server or Tornado sends, and the codes a client sees
-    that nothing sends, which it says are never sent."""
-    table_codes = codes(table(load("part-2").text, {"code"}))
+@pytest.mark.parametrize(
+    "page, header, language", [("part-2", "code", "en"), ("part-2.zh", "关闭码", "zh")]
+)
+def test_tutorial_close_codes_match_the_code(page: str, header: str, language: str) -> None:
+    """Part 2's table, in either language, has every code the server or Tornado sends, and
+    the codes a client sees that nothing sends, which it says are never sent."""
+    table_codes = codes(table(load(page).text, {header}))
     assert sendable_codes() | SEEN_NOT_SENT | {1000} <= set(table_codes)
     problems = [
         f"{code}: nothing sends it, and the row does not say it is never sent"
         for code, rows in table_codes.items()
-        if code not in sendable_codes() and not all(NEVER_SENT["en"] in row for row in rows)
-    ]
-    assert not problems, "\n".join(problems)
-
-
-def test_chinese_walkthrough_close_codes_match_constants() -> None:
-    """The Chinese walkthrough's table has every CLOSE_* code, and says so of codes never
-    sent. (Its row for 1000 predates the tutorial: the Chinese tutorial replaces it.)"""
-    constants = set(close_constants().values())
-    table_codes = codes(table(load("zh").text, {"code", "关闭码"}))
-    assert constants | SEEN_NOT_SENT | {1000} <= set(table_codes)
-    problems = [
-        f"{code}: no CLOSE_* constant, and the row does not say it is never sent"
-        for code, rows in table_codes.items()
-        if code not in constants and not all(NEVER_SENT["zh"] in row for row in rows)
+        if code not in sendable_codes() and not all(NEVER_SENT[language] in row for row in rows)
     ]
     assert not problems, "\n".join(problems)
 
@@ -838,7 +827,21 @@ def english_texts() -> dict[str, str]:
     return found
 
 
-def sentences(text: str) -> list[str]:
+def texts() -> list[tuple[str, str, str]]:
+    """(name, language, text) for the README and every page, English and Chinese."""
+    found = [(name, "en", text) for name, text in english_texts().items()]
+    found += [(page, "zh", PAGES[page].read_text(encoding="utf-8")) for page in CHINESE]
+    return found
+
+
+# Where a sentence ends, in each language: in Chinese after 。 or a full-width ! or ?.
+SENTENCE_END = {
+    "en": re.compile(r"(?<=[.!?])\s+(?=[A-Z`(])"),
+    "zh": re.compile(r"(?<=[。\uff01\uff1f])\s*"),
+}
+
+
+def sentences(text: str, language: str = "en") -> list[str]:
     """The prose of a Markdown text cut into sentences, each table row one sentence."""
     prose = "\n".join(outside_code(text))
     found = []
@@ -847,7 +850,7 @@ def sentences(text: str) -> list[str]:
         if paragraph.lstrip().startswith("|"):
             found += paragraph.splitlines()
         else:
-            found += re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", " ".join(paragraph.split()))
+            found += SENTENCE_END[language].split(" ".join(paragraph.split()))
     return found
 
 
@@ -870,9 +873,9 @@ def test_no_close_code_said_never_sent_is_sent() -> None:
     """A sentence (or table row) that says a close code is never sent names none that the
     server or Tornado sends: 1000 goes out when a ping is not answered."""
     problems = []
-    for name, text in english_texts().items():
-        for sentence in sentences(text):
-            if NEVER_SENT_CLAIM.search(sentence):
+    for name, language, text in texts():
+        for sentence in sentences(text, language):
+            if NEVER_SENT_CLAIM[language].search(sentence):
                 for code in map(int, CLOSE_CODE.findall(sentence)):
                     if code in sendable_codes():
                         problems.append(f"{name}: {code} is sent, yet: {sentence.strip()}")
@@ -880,13 +883,27 @@ def test_no_close_code_said_never_sent_is_sent() -> None:
 
 
 ORDINALS = {"first": 0, "second": 1, "third": 2, "fourth": 3, "fifth": 4, "last": -1}
-ORDINAL_CLAIM = re.compile(
-    r"\b(first|second|third|fourth|fifth|last) (?:line|statement)s? of "
-    r"(?:[\w./`]+'s )?`([A-Za-z_][\w.]*)\(\)`"
-)
-
-
-INSTRUCTION = re.compile(r"\b(?:[Mm]ake|[Pp]ut|[Aa]dd|[Ii]nsert|[Mm]ove)\b")
+ORDINALS.update({"第一": 0, "第二": 1, "第三": 2, "第四": 3, "第五": 4, "最后一": -1})
+# "the second line of `open()`", 「`open()` 的第二行」: the groups are the ordinal and the name.
+ORDINAL_CLAIM = {
+    "en": re.compile(
+        r"\b(first|second|third|fourth|fifth|last) (?:line|statement)s? of "
+        r"(?:[\w./`]+'s )?`([A-Za-z_][\w.]*)\(\)`"
+    ),
+    "zh": re.compile(
+        r"`(?P<name>[A-Za-z_][\w.]*)\(\)`\s*的\s*(?P<ordinal>第[一二三四五]|最后一)(?:行|条语句)"
+    ),
+}
+# Words before a claim that make it a request ("make it the first line of run()").
+INSTRUCTION = {
+    "en": re.compile(r"\b(?:[Mm]ake|[Pp]ut|[Aa]dd|[Ii]nsert|[Mm]ove)\b"),
+    "zh": re.compile(r"把|放[到在进]|加[到在进]|插[到在入]|移[到至]|改成"),
+}
+# Where a claim's sentence ends; one ending in a colon may name the code block below it.
+CLAIM_END = {
+    "en": (re.compile(r"(?<=[.!?:])\s+(?=[A-Z`(])"), ":"),
+    "zh": (re.compile(r"(?<=[。\uff01\uff1f\uff1a])\s*"), "\uff1a"),
+}
 
 
 def statements_of(name: str) -> list[list[str]]:
@@ -953,20 +970,23 @@ def test_ordinal_claims_about_lines_are_true() -> None:
     """ "`self.set_nodelay(True)` is the second line of `open()`": the sentence names a line in
     backquotes (or the code block after it begins with it), and that is the line it says."""
     problems = []
-    for name, text in english_texts().items():
+    for name, language, text in texts():
+        end, colon = CLAIM_END[language]
         for paragraph, below in paragraphs(text):
-            claims = re.split(r"(?<=[.!?:])\s+(?=[A-Z`(])", paragraph)
+            claims = [claim for claim in end.split(paragraph) if claim]
             for number, sentence in enumerate(claims):
-                for claim in ORDINAL_CLAIM.finditer(sentence):
-                    ordinal, function = claim.groups()
-                    if INSTRUCTION.search(sentence[: claim.start()]):
+                for claim in ORDINAL_CLAIM[language].finditer(sentence):
+                    ordinal, function = (
+                        claim.group(1, 2) if language == "en" else claim.group("ordinal", "name")
+                    )
+                    if INSTRUCTION[language].search(sentence[: claim.start()]):
                         continue  # "make it the first line of run()" asks; it does not claim
                     candidates = [
                         " ".join(code.split())
                         for code in re.findall(r"`([^`]+)`", sentence)
                         if code != f"{function}()"
                     ]
-                    if number == len(claims) - 1 and sentence.endswith(":") and below:
+                    if number == len(claims) - 1 and sentence.endswith(colon) and below:
                         candidates.append(below)  # the line is the code block's first
                     index = ORDINALS[ordinal]
                     bodies = statements_of(function)
@@ -1035,6 +1055,8 @@ def document_text(name: str) -> str:
         return README.read_text(encoding="utf-8")
     if name == "en":  # the pages that tell of this server's defaults, together
         return "\n".join(PAGES[page].read_text(encoding="utf-8") for page in DEFAULTS_TOLD)
+    if name == "zh":  # the Chinese parts, which tell of the same defaults
+        return "\n".join(PAGES[page].read_text(encoding="utf-8") for page in ZH_PARTS)
     return PAGES[name].read_text(encoding="utf-8")
 
 
