@@ -6,20 +6,28 @@ close one, read the local figures); this module imports nothing of the project.
 
 What goes through Redis:
 
-- A registry: one key per client ``Id`` whose value names its owner, ``node#serial``. A new
-  connection claims its Id with ``SET key owner GET``: the last writer wins, and learns whom it
-  replaced, so it can tell that node (over pub/sub) to close the older connection. A connection
-  that ends deletes the key only if it still holds its own owner (a compare-and-delete script),
-  so an older connection's goodbye never removes a newer one.
-- Pub/sub: one channel per node (takeovers, pushes to one client, replies, the node's echo) and
-  one for everyone (pushes to all). Delivery is at most once, so every node also re-checks the
-  owners of its Ids each round and closes any connection whose key names someone else.
-- A heartbeat: each node writes its figures under a key that expires after three rounds; the
-  live keys make the ``cluster`` totals of ``/stats``.
+- A registry: one key per client ``Id`` whose value names its owner and when it connected,
+  ``microseconds node#serial``, and one set per node of the Ids it holds. A new connection claims
+  its Id with a script that keeps the newer of the two connections (by connection time; an
+  owner whose node is gone counts for nothing) and, when it takes the Id from another node,
+  appends a notice to that node's stream, in the same step. A connection that ends deletes the
+  key only if it still holds its own value, so an older connection's goodbye never removes a
+  newer one. Each of these costs one command; a node with no connection coming or going sends
+  none about its clients.
+- Streams: one per node for takeover notices, read from the last entry seen, so a notice written
+  while the node's link was broken is read when it is back.
+- Pub/sub: one channel per node (pushes to one client, replies, the node's echo) and one for
+  everyone (pushes to all).
+- A heartbeat: each node writes its figures under a key that expires after three rounds. The
+  live keys make the ``cluster`` totals of ``/stats`` and the nodes a push waits for; a node whose
+  key has expired is gone: its Ids count as free at once, and the first node to notice removes
+  them. A node that finds its own key expired (it was stopped, or Redis lost it) registers its
+  clients again.
 
 Ticks never go through Redis: every process ticks on its own clock. When Redis is down, local
 clients keep every tick; the node retries with a capped backoff, and when Redis is back it puts
-its clients back in the registry. When Redis is full, writes it refuses are tried again each
+its clients back in the registry, once, in batches; of two connections with one Id made on two
+nodes meanwhile, the newer stays. When Redis is full, writes it refuses are tried again each
 round. Anyone who can reach Redis can write to it: a message or a heartbeat entry that no node
 wrote is skipped, never fatal.
 """
@@ -46,34 +54,78 @@ from redis.backoff import NoBackoff
 log = logging.getLogger(__name__)
 
 PREFIX = "time-push:"
-BATCH = 500  # keys per Redis round trip when claiming or re-checking many Ids
+BATCH = 500  # Ids per Redis round trip when claiming or releasing many
+NOTICES_KEPT = 1000  # about how many takeover notices a node's stream keeps
 
-# Delete an owner's key only if it still holds that owner.
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-# For each Id this node serves: keep the key alive if it is ours, put it back if it is gone
-# (Redis restarted or the key expired), and answer who owns it now. A full Redis refuses to put
-# a key back (keeping one alive needs no memory): it is still ours, put back in a later round.
-REFRESH = """
-local ttl = ARGV[#ARGV]
-local owners = {}
-for i, key in ipairs(KEYS) do
-    local owner = redis.call('GET', key)
-    if owner == ARGV[i] then
-        redis.call('PEXPIRE', key, ttl)
-    elseif not owner then
-        redis.pcall('SET', key, ARGV[i], 'PX', ttl)
-        owner = ARGV[i]
+# An owner value is "microseconds node#serial"; these scripts read the node out of it. A value
+# they cannot read names no node: it counts as free.
+# KEYS: the Id's key, this node's set of Ids. ARGV: prefix, Id, value, its time, this node,
+# how many notices a stream keeps. Returns {1, previous value} when the Id is this connection's
+# now, {0, holder's value} when a newer connection on a live node holds it.
+CLAIM = """
+local prefix, id, value, node = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local old = redis.call('GET', KEYS[1])
+local holder
+if old then
+    local t, n = string.match(old, '^(%d+) (.-)#%d+$')
+    if t and n ~= node and redis.call('EXISTS', prefix .. 'stats:' .. n) == 1 then
+        t = tonumber(t)
+        local time = tonumber(ARGV[4])
+        if t > time or (t == time and old > value) then
+            return {0, old}
+        end
+        holder = n
     end
-    owners[i] = owner
 end
-return owners
+redis.call('SET', KEYS[1], value)
+redis.call('SADD', KEYS[2], id)
+if holder then
+    redis.call('XADD', prefix .. 'notices:' .. holder, 'MAXLEN', '~', ARGV[6], '*',
+        'id', id, 'owner', old)
+    redis.call('SREM', prefix .. 'ids:' .. holder, id)
+end
+return {1, old or false}
 """
+
+# KEYS: the Id's key, this node's set of Ids. ARGV: the value, the Id; an empty value deletes
+# any value of this node (ARGV[3]), for an Id that left while the link was down.
+RELEASE = """
+local old = redis.call('GET', KEYS[1])
+if old and (old == ARGV[1] or (ARGV[1] == '' and
+        string.match(old, '^%d+ (.-)#%d+$') == ARGV[3])) then
+    redis.call('DEL', KEYS[1])
+end
+return redis.call('SREM', KEYS[2], ARGV[2])
+"""
+
+# KEYS: the Id's key. ARGV: prefix. The node that holds the Id, if it is live.
+OWNER = """
+local value = redis.call('GET', KEYS[1])
+local n = value and string.match(value, '^%d+ (.-)#%d+$')
+if n and redis.call('EXISTS', ARGV[1] .. 'stats:' .. n) == 1 then
+    return n
+end
+return false
+"""
+
+# Remove up to ARGV[3] Ids of the gone node ARGV[2] (KEYS: its heartbeat key and its set of Ids;
+# ARGV[1]: prefix). Returns how many it took from the set; -1 if the node is back meanwhile.
+SWEEP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return -1
+end
+local ids = redis.call('SPOP', KEYS[2], ARGV[3])
+for _, id in ipairs(ids) do
+    local key = ARGV[1] .. 'id:' .. id
+    local value = redis.call('GET', key)
+    if value and string.match(value, '^%d+ (.-)#%d+$') == ARGV[2] then
+        redis.call('DEL', key)
+    end
+end
+return #ids
+"""
+
+SCRIPTS = {"claim": CLAIM, "release": RELEASE, "owner": OWNER, "sweep": SWEEP}
 
 # Errors that mean "the link to Redis is not working"; anything else is a bug and is logged.
 LINK_ERRORS = (redis.exceptions.RedisError, OSError, asyncio.TimeoutError)
@@ -218,7 +270,6 @@ def is_reached(value: Any) -> bool:
 # What each operation carries, and what each field must be.
 MESSAGES: dict[str, dict[str, Callable[[Any], bool]]] = {
     "echo": {},
-    "close": {"id": is_text, "owner": is_text},
     "push": {"from": is_text, "request": is_count, "text": sendable},
     "reply": {"from": is_text, "request": is_count, "reached": is_reached},
 }
@@ -281,7 +332,7 @@ class Cluster:
     many got the text; ``close(client_id, code, reason)`` closes a local client; ``takeover`` is
     the (code, reason) it closes a replaced client with; ``local_stats()`` returns this node's
     figures (numbers, or dicts of numbers). All of them run on the loop's thread, as does every
-    method here. ``interval`` is the time between rounds (heartbeat, owner re-check, echo).
+    method here. ``interval`` is the time between rounds (heartbeat, echo).
     """
 
     def __init__(
@@ -305,15 +356,15 @@ class Cluster:
         self.local_stats = local_stats
         self.interval = interval
         self.timeout = max(1.0, 3 * interval)  # for one Redis command, or a reply
-        self.key_ttl_ms = max(1000, int(10_000 * interval))
         self.node_ttl_ms = max(100, int(3_000 * interval))
         self.backoff = (interval / 4, 5 * interval)  # first and longest wait between attempts
         self.stall_after = max(0.5, 5 * interval)
 
         self.owners: dict[str, str] = {}  # local Id -> its owner value in the registry
-        self.unclaimed: set[str] = set()  # Ids that connected while Redis was out of reach
-        self.in_flight: set[str] = set()  # owners whose claim is not in Redis yet
         self.serial = itertools.count(1)
+        self.scripts: dict[str, str] = {}  # name -> SHA1 of the script loaded in this Redis
+        self.notices_seen: str | None = None  # the id of the last notice read from our stream
+        self.sweeps: set[asyncio.Task[None]] = set()
         self.pending: collections.deque[tuple[str, str, str]] = collections.deque()
         self.wake = asyncio.Event()
         self.replies: dict[int, tuple[dict[str, int | None], asyncio.Event]] = {}
@@ -351,13 +402,14 @@ class Cluster:
 
     def claim(self, client_id: str) -> None:
         """A local connection took ``client_id``: make it the owner everywhere."""
-        owner = f"{self.node}#{next(self.serial)}"
+        # When it connected decides which of two connections stays: the clocks of the
+        # machines must agree (NTP), as they must for the ticks.
+        owner = f"{time.time_ns() // 1000} {self.node}#{next(self.serial)}"
         self.owners[client_id] = owner
         self.queue("claim", client_id, owner)
 
     def release(self, client_id: str) -> None:
         """The local connection that owned ``client_id`` ended."""
-        self.unclaimed.discard(client_id)
         owner = self.owners.pop(client_id, None)
         if owner is not None:
             self.queue("release", client_id, owner)
@@ -390,10 +442,9 @@ class Cluster:
         if not self.up or self.redis is None:
             raise ConnectionError("no link to Redis")
         try:
-            owner = await self.redis.get(PREFIX + "id:" + client_id)
-            if owner is None:
+            node = await self.script(self.redis, "owner", [PREFIX + "id:" + client_id], [PREFIX])
+            if node is None or node == self.node:  # nowhere, on a gone node, or gone from here
                 return None, []
-            node = owner.rpartition("#")[0]
             message = {"op": "push", "id": client_id, "text": text}
             return await self.ask(PREFIX + "node:" + node, message, [node])
         except LINK_ERRORS as error:
@@ -414,15 +465,15 @@ class Cluster:
 
     def queue(self, op: str, client_id: str, owner: str) -> None:
         # While Redis is down nothing is queued, so memory stays bounded: once the link is
-        # back, the Ids that connected meanwhile are claimed (they are the newest) and the
-        # others put back in the registry. A release is left to the key's expiry.
+        # back, every local client is claimed again and what left meanwhile is released.
         if self.up:
             self.pending.append((op, client_id, owner))
-            if op == "claim":
-                self.in_flight.add(owner)
             self.wake.set()
-        elif op == "claim":
-            self.unclaimed.add(client_id)
+
+    def register_all(self) -> None:
+        """Claim every local client again, in the order they connected (in batches)."""
+        for client_id, owner in self.owners.items():
+            self.queue("claim", client_id, owner)
 
     async def run(self) -> None:
         """Keep a session with Redis going; after a failure, wait (longer each time) and retry."""
@@ -455,10 +506,7 @@ class Cluster:
             )
             self.ever_up = True  # one warning until the link is back
         self.up = False
-        # Claims that did not reach Redis are made again once it is back.
-        self.unclaimed.update(i for op, i, _ in self.pending if op == "claim" and i in self.owners)
-        self.pending.clear()
-        self.in_flight.clear()
+        self.pending.clear()  # every local client is claimed again once Redis is back
         for _, arrived in self.replies.values():
             arrived.set()  # nobody waits for replies that will not come
 
@@ -470,6 +518,7 @@ class Cluster:
             "socket_connect_timeout": self.timeout,
             "retry": Retry(NoBackoff(), 0),  # this class does the retrying
             "decode_responses": decode,
+            "client_name": PREFIX + self.node,  # CLIENT LIST tells which node a link is
             # Anyone can write to Redis: bytes that are not UTF-8 must not raise halfway
             # through a reply. They fail the checks on what was read instead.
             "encoding_errors": "replace",
@@ -517,6 +566,7 @@ class Cluster:
         # Messages arrive as bytes: one that is not UTF-8 is ignored like any other bad one,
         # where decoding it in the client would raise in the middle of reading the reply.
         listener = self.connect(1, decode=False)
+        reader = self.connect(1, decode=True)  # its XREAD BLOCK holds the connection
         pubsub = listener.pubsub()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -527,20 +577,19 @@ class Cluster:
                     "Redis moved: Sentinel names %s as the primary (was %s)", server, self.server
                 )
             self.server = server
+            for name, source in SCRIPTS.items():
+                self.scripts[name] = await client.script_load(source)
             await pubsub.subscribe(PREFIX + "node:" + self.node, PREFIX + "all")
+            await self.find_notices(client)
             self.redis, self.pubsub = client, pubsub
             was_down = self.ever_up
             self.up = self.ever_up = True
             self.echo_since = None
-            newer = [i for i in self.unclaimed if i in self.owners]
-            self.unclaimed.clear()
-            for client_id in newer:  # in flight: the owner re-check leaves them alone
-                self.queue("claim", client_id, self.owners[client_id])
-            await self.check_owners(client)
-            await self.heartbeat(client)  # the live nodes, before any push to all waits on them
+            await self.heartbeat(client)  # first, so that other nodes take this one as live
+            self.register_all()
             if was_down:
                 log.info(
-                    "Redis at %s is back; %d clients registered again",
+                    "Redis at %s is back; registering %d clients again",
                     self.where(),
                     len(self.owners),
                 )
@@ -550,26 +599,45 @@ class Cluster:
                 asyncio.ensure_future(self.listen(pubsub)),
                 asyncio.ensure_future(self.write_pending(client)),
                 asyncio.ensure_future(self.rounds(client)),
+                asyncio.ensure_future(self.read_notices(reader)),
+                asyncio.ensure_future(self.release_leftovers(client)),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # raises what ended the session
         finally:
             self.redis = None
-            for task in tasks:
+            for task in (*tasks, *self.sweeps):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self.sweeps, return_exceptions=True)
             await self.quietly(pubsub.aclose())
-            await self.quietly(listener.aclose())
-            await self.quietly(client.aclose())
+            for connections in (listener, reader, client):
+                await self.quietly(connections.aclose())
             for sentinel in self.sentinel.sentinels if self.sentinel is not None else []:
                 await self.quietly(sentinel.aclose())
 
+    async def script(
+        self, client: redis.asyncio.Redis, name: str, keys: list[str], args: list[Any]
+    ) -> Any:
+        return await client.evalsha(self.scripts[name], len(keys), *keys, *args)
+
+    async def find_notices(self, client: redis.asyncio.Redis) -> None:
+        """Where to read this node's stream of takeover notices from: where it stopped."""
+        key = PREFIX + "notices:" + self.node
+        kind = await client.type(key)
+        if kind != "stream":
+            if kind != "none":
+                await client.delete(key)  # not ours, though it has our name
+            self.notices_seen = "0-0"  # Redis lost it (restarted), or a first start
+        elif self.notices_seen is None:
+            # A node of the same name before this process: its notices are not for us.
+            last = await client.xrevrange(key, count=1)
+            self.notices_seen = last[0][0] if last else "0-0"
+
     async def forget_node(self, client: redis.asyncio.Redis) -> None:
-        pipe = client.pipeline(transaction=False)
-        pipe.delete(PREFIX + "stats:" + self.node)
-        pipe.srem(PREFIX + "nodes", self.node)
-        await pipe.execute()
+        # The node stays in the set of nodes: the next node to find it gone removes any Ids
+        # whose release did not make it.
+        await client.delete(PREFIX + "stats:" + self.node, PREFIX + "notices:" + self.node)
 
     async def quietly(self, closing: Awaitable[Any]) -> None:
         with contextlib.suppress(LINK_ERRORS):
@@ -600,11 +668,6 @@ class Cluster:
         op = message["op"]
         if op == "echo":
             self.echo_since = None
-        elif op == "close":
-            # Only the connection that was replaced: the Id may have a newer one here by now.
-            if self.owners.get(message["id"]) == message["owner"]:
-                log.info("Client %r taken over on another node", message["id"])
-                self.close(message["id"], *self.takeover)
         elif op == "push" and message.get("from") != self.node:
             if "id" in message:
                 # None: the client has gone from here since the asker looked it up.
@@ -643,39 +706,37 @@ class Cluster:
     async def write(
         self, client: redis.asyncio.Redis, batch: list[tuple[str, str, str]]
     ) -> list[tuple[str, str, str]]:
-        """Claim and release Ids in one round trip; tell the nodes that lost an Id.
+        """Claim and release Ids, one script each, in one round trip; close a local connection
+        that a newer one on another node holds the Id from.
 
         Returns what a full Redis refused and is still worth writing.
         """
         pipe = client.pipeline(transaction=False)
+        mine = PREFIX + "ids:" + self.node
         for op, client_id, owner in batch:
-            key = PREFIX + "id:" + client_id
             if op == "claim":
-                pipe.set(key, owner, px=self.key_ttl_ms, get=True)
+                when = owner.partition(" ")[0]
+                args = [PREFIX, client_id, owner, when, self.node, NOTICES_KEPT]
             else:
-                pipe.eval(RELEASE, 1, key, owner)
+                args = [owner, client_id, self.node]
+            keys = [PREFIX + "id:" + client_id, mine]
+            pipe.evalsha(self.scripts[op], len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
         refused = refused_for_memory(results)
         if any(op == "claim" for op, _, _ in batch):
             self.say_full(any(refused))
+        for (op, client_id, owner), result, no in zip(batch, results, refused):
+            lost = op == "claim" and not no and isinstance(result, list) and result[:1] == [0]
+            if lost and self.owners.get(client_id) == owner:
+                holder = str(result[1]).partition(" ")[2].rpartition("#")[0]
+                log.info("Client %r has a newer connection on %s", client_id, holder)
+                self.close(client_id, *self.takeover)
         # A claim refused for a connection that has ended since is dropped.
-        again = [
+        return [
             entry
             for entry, no in zip(batch, refused)
             if no and (entry[0] == "release" or self.owners.get(entry[1]) == entry[2])
         ]
-        self.in_flight.difference_update(owner for _, _, owner in batch)
-        self.in_flight.update(owner for op, _, owner in again if op == "claim")
-        notices = client.pipeline(transaction=False)
-        for (op, client_id, owner), previous, no in zip(batch, results, refused):
-            if op == "claim" and not no and previous and previous != owner:
-                node = previous.rpartition("#")[0]
-                if node != self.node:  # here the app closed the older one itself
-                    notice = {"op": "close", "id": client_id, "owner": previous}
-                    notices.publish(PREFIX + "node:" + node, json.dumps(notice))
-        if len(notices):
-            await notices.execute()
-        return again
 
     def say_full(self, full: bool) -> None:
         """Say once that Redis refuses writes for want of memory, and once that it takes them."""
@@ -690,11 +751,19 @@ class Cluster:
         self.full = full
 
     async def rounds(self, client: redis.asyncio.Redis) -> None:
-        """Each interval: re-check owners, write the heartbeat, add up the nodes, send the echo."""
+        """Each interval: write the heartbeat, add up the nodes, send the echo.
+
+        The same few commands at ten clients or ten thousand: nothing here is per client.
+        """
         while True:
             await asyncio.sleep(self.interval)
-            await self.check_owners(client)
-            await self.heartbeat(client)
+            if await self.heartbeat(client):
+                log.warning(
+                    "This node's heartbeat in Redis had expired (the node was stopped, or Redis "
+                    "lost it): registering its %d clients again",
+                    len(self.owners),
+                )
+                self.register_all()
             if self.pending:
                 self.wake.set()  # what a full Redis refused, once more
             now = time.monotonic()
@@ -704,30 +773,47 @@ class Cluster:
             elif now - self.echo_since > self.stall_after:
                 raise SubscriptionStalled
 
-    async def check_owners(self, client: redis.asyncio.Redis) -> None:
-        """Keep this node's keys alive, put back lost ones, close what another node owns now."""
-        # Not the Ids whose claim is still on its way: the registry does not name them yet.
-        mine = [(i, owner) for i, owner in self.owners.items() if owner not in self.in_flight]
-        for start in range(0, len(mine), BATCH):
-            batch = mine[start : start + BATCH]
-            keys = [PREFIX + "id:" + client_id for client_id, _ in batch]
-            args = [owner for _, owner in batch] + [self.key_ttl_ms]
-            owners = await client.eval(REFRESH, len(keys), *keys, *args)
-            for (client_id, owner), now in zip(batch, owners):
-                if now != owner and self.owners.get(client_id) == owner:
-                    # The takeover notice was lost; the registry has the last word.
-                    log.info("Client %r belongs to %s now", client_id, now.rpartition("#")[0])
-                    self.close(client_id, *self.takeover)
+    async def read_notices(self, reader: redis.asyncio.Redis) -> None:
+        """Close the local connections that newer ones on other nodes took over."""
+        key = PREFIX + "notices:" + self.node
+        block = max(1, round(1000 * self.interval))
+        while True:
+            streams = await reader.xread({key: self.notices_seen}, count=BATCH, block=block)
+            for _, entries in streams or []:
+                for entry, fields in entries:
+                    self.notices_seen = entry
+                    self.take_notice(fields)
 
-    async def heartbeat(self, client: redis.asyncio.Redis) -> None:
+    def take_notice(self, fields: Any) -> None:
+        client_id, owner = (fields.get(name) for name in ("id", "owner"))
+        if not isinstance(client_id, str) or not isinstance(owner, str):
+            self.ignored += 1
+            log.warning("Ignored a takeover notice that is not ours: %r", str(fields)[:60])
+        elif self.owners.get(client_id) == owner:
+            # Only the connection that was replaced: the Id may have a newer one here by now.
+            log.info("Client %r taken over on another node", client_id)
+            self.close(client_id, *self.takeover)
+
+    async def release_leftovers(self, client: redis.asyncio.Redis) -> None:
+        """Release the Ids registered here whose connection ended while the link was down."""
+        async for client_id in client.sscan_iter(PREFIX + "ids:" + self.node, count=BATCH):
+            if client_id not in self.owners:
+                self.queue("release", client_id, "")
+
+    async def heartbeat(self, client: redis.asyncio.Redis) -> bool:
+        """Write this node's figures, add up the live nodes', sweep the Ids of gone ones.
+
+        Returns whether this node's own entry had expired.
+        """
         nodes_key = PREFIX + "nodes"
         figures = json.dumps(self.local_stats())
         pipe = client.pipeline(transaction=False)
-        pipe.set(PREFIX + "stats:" + self.node, figures, px=self.node_ttl_ms)
+        pipe.set(PREFIX + "stats:" + self.node, figures, px=self.node_ttl_ms, get=True)
         pipe.sadd(nodes_key, self.node)
         pipe.smembers(nodes_key)
         results = await pipe.execute(raise_on_error=False)
-        self.say_full(any(refused_for_memory(results)))
+        refused = refused_for_memory(results)
+        self.say_full(any(refused))
         names = sorted(results[-1])
         values = await client.mget([PREFIX + "stats:" + name for name in names])
         live, gone, bad = [], [], []
@@ -735,15 +821,20 @@ class Cluster:
             figures = None if value is None else read_figures(value)
             if figures is not None:
                 live.append((name, figures))
-            else:
+            elif name != self.node:
                 (gone if value is None else bad).append(name)
         if gone or bad:
             pipe = client.pipeline(transaction=False)
-            pipe.srem(nodes_key, *gone, *bad)
+            for name in gone:
+                pipe.srem(nodes_key, name)
             for name in bad:
                 # Not a node's entry: left out of the totals, and left to expire.
+                pipe.srem(nodes_key, name)
                 pipe.pexpire(PREFIX + "stats:" + name, self.node_ttl_ms)
-            await pipe.execute()
+            removed = await pipe.execute()
+            for name, count in zip(gone, removed):
+                if count == 1:  # this node removed it, so this node sweeps its Ids
+                    self.start_sweep(client, name)
         if bad:
             log.warning(
                 "Skipped %d heartbeat entries that no node writes, such as %r",
@@ -751,6 +842,22 @@ class Cluster:
                 bad[0][:60],
             )
         self.totals = {"nodes": [name for name, _ in live], **add_up([f for _, f in live])}
+        return not refused[0] and results[0] is None
+
+    def start_sweep(self, client: redis.asyncio.Redis, node: str) -> None:
+        task = asyncio.ensure_future(self.sweep(client, node))
+        self.sweeps.add(task)
+        task.add_done_callback(self.sweeps.discard)
+
+    async def sweep(self, client: redis.asyncio.Redis, node: str) -> None:
+        """Remove the Ids of a gone node, a batch at a time, unless it comes back meanwhile."""
+        keys = [PREFIX + "stats:" + node, PREFIX + "ids:" + node]
+        with contextlib.suppress(*LINK_ERRORS):  # what is left stays free: its node is gone
+            while (taken := await self.script(client, "sweep", keys, [PREFIX, node, BATCH])) > 0:
+                pass
+            if taken == 0:
+                await client.delete(PREFIX + "notices:" + node)
+                log.info("Node %s is gone; its Ids are free", node)
 
     async def publish(self, channel: str, message: dict[str, Any]) -> int:
         if self.redis is None:

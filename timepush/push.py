@@ -27,7 +27,7 @@ define("redis", default="", help="Redis URL shared by every node, e.g. redis://1
 define(
     "redis_interval",
     default=1.0,
-    help="seconds between a node's rounds with Redis (heartbeat, owner re-check)",
+    help="seconds between a node's rounds with Redis (heartbeat, subscription check)",
     type=float,
 )
 
