@@ -18,9 +18,9 @@ never imports it: the Host and origin checks (``hosts``), signed Ids (``signed_i
 ``POST /push`` and the cluster (``push``, ``cluster``), several processes (``processes``), the
 accept loop that survives running out of descriptors (``acceptor``), the bounded log
 (``loglimit``), ``/clock`` (``clock``), ``/stats`` (``counters``), ``/metrics`` (``metrics``),
-``/healthz`` and ``/readyz`` (``health``), the tick's fast path (``fastpath``) and the command
-line (``command_line``). Without ``--processes`` and ``--redis`` this is one process with the
-``clients`` dict.
+``/healthz`` and ``/readyz`` (``health``), the paced restart on SIGTERM (``drain``), the tick's
+fast path (``fastpath``) and the command line (``command_line``). Without ``--processes`` and
+``--redis`` this is one process with the ``clients`` dict.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from timepush import (
     clock,
     command_line,
     counters,
+    drain,
     fastpath,
     health,
     hosts,
@@ -173,6 +174,8 @@ class MyWebSocketHandler(tornado.websocket.WebSocketHandler):
         if problem is not None:
             stats.refused["missing_id" if not client_id else "bad_id"] += 1
             raise tornado.web.HTTPError(400, "%s: %r", problem, client_id[:100], reason=problem)
+        if (restarting := drain.refusal(stats)) is not None:
+            raise tornado.web.HTTPError(503, reason=restarting)  # a proxy tries another node
         if len(clients) >= self.settings["max_clients"] and client_id not in clients:
             stats.refused["full"] += 1
             raise tornado.web.HTTPError(503, reason="Server full, try again later")
@@ -381,9 +384,15 @@ async def serve(
     # A signal only sets an event; the shutdown itself runs here, on the loop. asyncio runs
     # the handler on the loop too, rather than wherever the signal interrupted the program.
     stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     if stop_requested():  # a signal reached this worker before the lines above
         stop.set()
 
@@ -402,6 +411,9 @@ async def serve(
     await stop.wait()
 
     log.info("Shutting down")
+    if received[:1] == [signal.SIGTERM] and options.drain_seconds > 0:
+        # A service manager's stop, not Ctrl-C: the clients leave a few at a time, still ticking.
+        await drain.drain(clients, stats, options.drain_seconds)
     thread.stop()
     thread.join()
     server.stop()

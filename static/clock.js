@@ -5,12 +5,17 @@
 // The pushed text is the server's wall clock with no zone; /clock says which zone that is.
 // With both, each tick also tells how far the reader's own clock is from the server's.
 //
-// Optional query parameters: ?Id=... (else one is made and kept for the tab), and
-// ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default). A server
+// Optional query parameters: ?Id=... (else one is made and kept for the tab),
+// ?backoff=SECONDS&backoffMax=SECONDS for the reconnect delays (1 and 30 by default), and
+// ?restartWindow=SECONDS for the first one after the server restarts (5 by default). A server
 // started with --cookie_secret picks the Id itself and puts it in the page (data-id): the signed
 // cookie that goes with it is only good for that Id, so ?Id= is then ignored.
 
 const CLOSE_REPLACED = 4000; // the server: a newer connection took over this Id
+// The server stops (1001) or restarts (1012): it, or another behind the same address, is back
+// in a moment, and so are all the pages it had.
+const CLOSE_RESTARTS = new Set([1001, 1012]);
+const CLOSE_SERVICE_RESTART = 1012;
 const USER_CLOSE = { code: 1000, reason: "Closed by the user" };
 const ID_KEY = "clock.id";
 const LOG_LIMIT = 12;
@@ -25,6 +30,7 @@ const CLOSE_MEANINGS = {
   1003: "text messages only",
   1008: "policy violation",
   1009: "message too big",
+  1012: "service restart",
   4000: "replaced by another connection",
 };
 
@@ -105,6 +111,7 @@ function readSettings() {
     deadAfterMs: Math.max(DEAD_AFTER_TICKS * intervalMs, DEAD_AFTER_MIN_MS),
     backoffMs: seconds(params.get("backoff"), 1) * 1000,
     backoffMaxMs: seconds(params.get("backoffMax"), 30) * 1000,
+    restartWindowMs: seconds(params.get("restartWindow"), 5) * 1000,
   };
 }
 
@@ -184,7 +191,7 @@ function onClose(event) {
     showStatus("closed", text);
     logEvent(text, "bad");
   } else {
-    scheduleReconnect(`Closed: ${describeClose(event)}`);
+    scheduleReconnect(`Closed: ${describeClose(event)}`, event.code);
   }
 }
 
@@ -218,20 +225,24 @@ function forget() {
 }
 
 function backoffDelay(attempt) {
-  // Exponential, capped, with "equal jitter": half of each step is fixed and half random, so
-  // every page that lost the same server does not come back in the same instant.
+  // Exponential, capped, with "full jitter": anywhere from 0 to the step, so that the pages
+  // that lost the same server spread out as widely as the step allows.
   const step = Math.min(settings.backoffMaxMs, settings.backoffMs * 2 ** attempt);
-  return step / 2 + (Math.random() * step) / 2;
+  return Math.random() * step;
 }
 
-function scheduleReconnect(why) {
-  const delay = backoffDelay(link.attempt);
+function scheduleReconnect(why, code = 0) {
+  // The first try after a restart is at a random moment of the window: every page of that
+  // server was told at about the same time, and the next server should see them trickle in.
+  const first = CLOSE_RESTARTS.has(code) && link.attempt === 0;
+  const delay = first ? Math.random() * settings.restartWindowMs : backoffDelay(link.attempt);
   link.attempt += 1;
-  const text = `${why} · reconnecting in ${formatSeconds(delay)}`;
+  const retry = `reconnecting in ${formatSeconds(delay)}`;
   const retryMs = String(Math.round(delay));
-  showStatus("reconnecting", text);
+  const told = code === CLOSE_SERVICE_RESTART ? "Server restarting, " : `${why} · `;
+  showStatus("reconnecting", told + retry);
   view.status.dataset.retryMs = retryMs;
-  logEvent(`${text} (attempt ${link.attempt})`, "bad").dataset.retryMs = retryMs;
+  logEvent(`${why} · ${retry} (attempt ${link.attempt})`, "bad").dataset.retryMs = retryMs;
   link.retryTimer = setTimeout(connect, delay);
 }
 

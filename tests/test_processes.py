@@ -18,6 +18,7 @@ from redis_process import RedisProcess
 from support import MS, ROOT, TICK, TIMEOUT, boundary_index, get_json
 
 import app
+from timepush import drain
 
 ROUND = 50 * MS
 
@@ -37,14 +38,24 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_two_processes(start_server: Any, redis_server: RedisProcess, signum: int) -> None:
-    """Two workers both serve clients, tick together, and all stop cleanly on one signal."""
+@pytest.mark.parametrize(
+    ("signum", "closed"),
+    [
+        (signal.SIGTERM, (drain.CLOSE_SERVICE_RESTART, "Service restart")),
+        (signal.SIGINT, (app.CLOSE_GOING_AWAY, "Server shutting down")),
+    ],
+)
+def test_two_processes(
+    start_server: Any, redis_server: RedisProcess, signum: int, closed: tuple[int, str]
+) -> None:
+    """Two workers both serve clients, tick together, and all stop cleanly on one signal: both
+    drain on SIGTERM (1012), both close at once on Ctrl-C (1001), and the parent waits for them."""
     server = start_server(
         "--processes=2",
         f"--interval={TICK}",
         f"--redis={redis_server.url}",
         f"--redis_interval={ROUND}",
+        f"--drain_seconds={200 * MS}",
     )
     counts: dict[str, int] = {}
 
@@ -64,7 +75,7 @@ def test_two_processes(start_server: Any, redis_server: RedisProcess, signum: in
         return [await reader.until_closed(5 * TIMEOUT) for reader in readers]
 
     closes = asyncio.run(closing(scenario()))
-    assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * len(closes)
+    assert closes == [closed] * len(closes)
     assert server.process.wait(5 * TIMEOUT) == 0
     # Each worker binds the port itself, and says so.
     assert len(set(re.findall(r"Listening on (http://\S+)", server.log))) == 1
