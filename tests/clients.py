@@ -1,4 +1,5 @@
-"""WebSocket clients for tests: one that reads everything, one on a bare socket that misbehaves."""
+"""WebSocket clients for tests: one that reads everything, one on a bare socket that misbehaves,
+and one that comes back after a restart as the page does."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import asyncio
 import base64
 import contextlib
 import os
+import random
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +17,8 @@ from typing import ClassVar, TypeVar
 from urllib.parse import quote
 
 from support import TIMEOUT
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 T = TypeVar("T")
@@ -236,3 +241,85 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
     if len(payload) < 2:
         return None, ""
     return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
+
+
+# The close codes after which the page comes back at a random moment of its restart window.
+RESTART_CODES = frozenset({1001, 1012})
+
+
+def trusting_context() -> ssl.SSLContext:
+    """A TLS context that takes any certificate (the tests' own self-signed one). Made once:
+    Tornado's validate_cert=False makes a new one for each connection, and reads every CA
+    certificate of the system for it, which a few hundred reconnects at once pay for."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+TRUSTING = trusting_context()
+
+
+class Returner:
+    """A client that comes back as the page (static/clock.js) does, and counts its ticks.
+
+    After a 1012 or 1001 it reconnects at a random moment of ``window`` seconds; after a refusal
+    or a lost link, with full-jitter backoff from ``backoff`` up to ``backoff_max`` seconds;
+    after 4000 never. It keeps every tick it read, and when each connection opened and closed.
+    """
+
+    def __init__(
+        self, url: str, *, window: float, backoff: float = 0.05, backoff_max: float = 1.0
+    ) -> None:
+        self.url = url
+        self.window = window
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.ticks: list[str] = []
+        self.opened: list[float] = []  # time.monotonic() of each handshake that succeeded
+        self.closed: list[tuple[float, int | None]] = []  # and of each close, with its code
+        self.refused = 0
+        self.connection: WebSocketClientConnection | None = None
+        self.stopping = False
+
+    async def run(self) -> None:
+        """Stay connected until ``stop()``: connect, read, and come back after each close."""
+        attempt = 0
+        while not self.stopping:
+            try:
+                request = HTTPRequest(self.url, ssl_options=TRUSTING)
+                self.connection = await websocket_connect(request)
+            except (HTTPClientError, OSError, StreamClosedError):
+                self.refused += 1
+                await asyncio.sleep(random.uniform(0, self.step(attempt)))
+                attempt += 1
+                continue
+            self.opened.append(time.monotonic())
+            while (message := await self.connection.read_message()) is not None:
+                self.ticks.append(message)  # type: ignore[arg-type]
+                attempt = 0
+            code = self.connection.close_code
+            self.closed.append((time.monotonic(), code))
+            self.connection.close()  # the server hung up; this marks the connection closed here
+            if self.stopping or code == 4000:
+                return
+            first = code in RESTART_CODES and attempt == 0
+            await asyncio.sleep(random.uniform(0, self.window if first else self.step(attempt)))
+            attempt += 1
+
+    def step(self, attempt: int) -> float:
+        return min(self.backoff_max, self.backoff * 2**attempt)
+
+    @property
+    def connected(self) -> bool:
+        return (
+            self.connection is not None
+            and self.connection.close_code is None
+            and (len(self.opened) > len(self.closed))
+        )
+
+    async def stop(self) -> None:
+        """Close the connection and wait for the server's answer."""
+        self.stopping = True
+        if self.connection is not None:
+            self.connection.close()

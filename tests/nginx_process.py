@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -11,6 +12,42 @@ from pathlib import Path
 from support import MS, TIMEOUT
 
 NGINX = Path(os.environ.get("NGINX", "/usr/sbin/nginx"))
+SITE = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf"
+
+# A directive the user changes: `name value;  # CHANGE ...`
+CHANGE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<name>\w+)[ \t]+(?P<value>[^;#\n]*);[ \t]*# CHANGE.*$", re.M
+)
+
+
+def fill_site(
+    text: str,
+    *,
+    http_port: int,
+    https_port: int,
+    certificate: tuple[Path, Path],
+    upstreams: list[int],
+) -> str:
+    """The shipped site config with its "# CHANGE" lines filled in for loopback, and no other."""
+    servers = iter([[f"127.0.0.1:{port}" for port in upstreams]])
+
+    def fill(match: re.Match[str]) -> str:
+        name, value, indent = match["name"], match["value"].split(), match["indent"]
+        if name == "server":
+            # The first upstream line becomes all of them, its parameters kept; the others go.
+            parameters = "".join(f" {word}" for word in value[1:])
+            addresses = next(servers, [])
+            return "\n".join(f"{indent}server {address}{parameters};" for address in addresses)
+        filled = {
+            "listen": f"127.0.0.1:{https_port} ssl" if "ssl" in value else f"127.0.0.1:{http_port}",
+            "server_name": "localhost",
+            "ssl_certificate": str(certificate[0]),
+            "ssl_certificate_key": str(certificate[1]),
+        }
+        assert name in filled, f"a line marked CHANGE the tests cannot fill: {match[0]!r}"
+        return f"{indent}{name} {filled[name]};"
+
+    return CHANGE.sub(fill, text)
 
 
 def nginx_missing() -> str | None:
@@ -43,7 +80,9 @@ class NginxProcess:
     root paths are needed.
     """
 
-    def __init__(self, site: str, directory: Path, timeout: float = 5 * TIMEOUT) -> None:
+    def __init__(
+        self, site: str, directory: Path, timeout: float = 5 * TIMEOUT, connections: int = 256
+    ) -> None:
         self.directory = directory
         # The workers drop root privileges: let them into the directory for their temp files.
         directory.chmod(0o755)
@@ -57,7 +96,7 @@ class NginxProcess:
             f"pid {directory / 'nginx.pid'};\n"
             f"error_log {self.error_log_path} info;\n"
             "worker_processes 1;\n"
-            "events { worker_connections 256; }\n"
+            f"events {{ worker_connections {connections}; }}\n"
             "http {\n"
             f"    access_log {self.access_log_path};\n"
             f"{temp_paths}\n"

@@ -4,9 +4,12 @@ What starts the things under test lives beside it, one module each:
 
 - ``servers``: the real app on the test's IOLoop (``ServerTestCase``), and ``python app.py`` in a
   child process (``ServerProcess``);
-- ``clients``: ``RawClient``, a WebSocket client on a bare socket for peers that misbehave, and
-  ``Reader``, one that reads everything in the background;
-- ``nginx_process``: Debian's nginx in the foreground, its files in a temp dir;
+- ``clients``: ``RawClient``, a WebSocket client on a bare socket for peers that misbehave,
+  ``Reader``, one that reads everything in the background, and ``Returner``, one that comes back
+  after a restart as the page does;
+- ``rolling``: a rolling restart of nodes behind nginx, with the figures of what clients saw;
+- ``nginx_process``: Debian's nginx in the foreground, its files in a temp dir, and the
+  shipped site with its ``# CHANGE`` lines filled in;
 - ``redis_process``: Debian's ``redis-server``, for the cluster tests;
 - ``prometheus_process``: Debian's ``promtool`` and ``prometheus``, for the monitoring tests;
 - ``chromium``: Debian's Chromium for the browser tests.

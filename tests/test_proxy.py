@@ -2,9 +2,11 @@
 and the layout docs/deploy.md sets up: two processes of the systemd unit sharing one Redis.
 
 The nginx tests run Debian's nginx with deploy/nginx.conf itself: only the lines it marks
-"# CHANGE" are filled in (ports, upstreams, the certificate), by ``fill_site`` below. The app
-processes of that layout get the options of deploy/tornado-time-push.service and the variables
-of deploy/tornado-time-push.env, expanded as systemd does, by ``unit_options`` below.
+"# CHANGE" are filled in (ports, upstreams, the certificate), by ``nginx_process.fill_site``.
+The app processes of that layout get the options of deploy/tornado-time-push.service and the
+variables of deploy/tornado-time-push.env, expanded as systemd does, by ``unit_options`` below.
+A rolling restart of that layout, with a page and a few hundred clients, is measured by
+``rolling.RollingRestart``.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any, Callable, ClassVar
 import pytest
 from chromium import CHROMIUM, CHROMIUM_ARGS, need_chromium
 from clients import Reader, closing
-from nginx_process import NginxProcess
+from nginx_process import CHANGE, NginxProcess, fill_site
 from redis_process import RedisProcess
+from rolling import RollingRestart
 from servers import ServerProcess, ServerTestCase
 from support import MS, TIMEOUT, free_port, hang_up
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -32,6 +35,7 @@ from tornado.testing import gen_test
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 import app
+from timepush import drain as app_drain
 from timepush import hosts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +45,6 @@ ENV_FILE = ROOT / "deploy" / "tornado-time-push.env"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 TOKEN = "proxy-token-41b7"
 
-# A directive the user changes: `name value;  # CHANGE ...`
-CHANGE = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<name>\w+)[ \t]+(?P<value>[^;#\n]*);[ \t]*# CHANGE.*$", re.M
-)
 # What the shipped file says that only fits the example site, never this machine.
 EXAMPLE_VALUES = ("time.example.com", "/etc/letsencrypt", "127.0.0.1:8888", "127.0.0.1:8889")
 
@@ -66,34 +66,6 @@ server {{
 # The client's own address, kept apart from the one nginx uses for the app (127.0.0.1).
 CLIENT_IP = "127.0.0.2"
 FORGED = {"X-Real-IP": "203.0.113.7", "X-Forwarded-For": "203.0.113.8"}
-
-
-def fill_site(
-    text: str,
-    *,
-    http_port: int,
-    https_port: int,
-    certificate: tuple[Path, Path],
-    upstreams: list[int],
-) -> str:
-    """The shipped site config with its "# CHANGE" lines filled in for loopback, and no other."""
-    servers = iter([[f"127.0.0.1:{port}" for port in upstreams]])
-
-    def fill(match: re.Match[str]) -> str:
-        name, value, indent = match["name"], match["value"].split(), match["indent"]
-        if name == "server":
-            # The first upstream line becomes all of them; the others go.
-            return "\n".join(f"{indent}server {address};" for address in next(servers, []))
-        filled = {
-            "listen": f"127.0.0.1:{https_port} ssl" if "ssl" in value else f"127.0.0.1:{http_port}",
-            "server_name": "localhost",
-            "ssl_certificate": str(certificate[0]),
-            "ssl_certificate_key": str(certificate[1]),
-        }
-        assert name in filled, f"a line marked CHANGE the tests cannot fill: {match[0]!r}"
-        return f"{indent}{name} {filled[name]};"
-
-    return CHANGE.sub(fill, text)
 
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -358,6 +330,16 @@ def test_unit_options() -> None:
     assert [name for name in names if name not in options._options] == []
 
 
+def test_unit_allows_the_drain() -> None:
+    """systemd waits longer for the app to stop than the app takes to drain (its
+    --drain_seconds, then a second for the last goodbyes) before it kills it."""
+    (timeout,) = re.findall(r"^TimeoutStopSec=(\d+)s?$", UNIT.read_text(), re.M)
+    given = [word for word in unit_options(8888, {}) if word.startswith("--drain_seconds=")]
+    drain_seconds = float(given[-1].split("=")[1]) if given else options.drain_seconds
+    assert drain_seconds > 0, "the unit restarts without a drain"
+    assert int(timeout) >= 2 * drain_seconds + 5
+
+
 def test_unit_environment() -> None:
     """The unit reads the file docs/deploy.md installs, and the example of that file sets
     every variable the unit uses and only variables that the unit or the app reads."""
@@ -446,6 +428,94 @@ def test_deployed_push(redis_server: RedisProcess, start_server, front) -> None:
     for server in servers:
         server.wait_for_log(r"200 POST /push")
     assert TOKEN not in "".join(server.log for server in servers)
+
+
+def test_rolling_restart(
+    redis_server: RedisProcess, start_server, certificate, tls_context, tmp_path_factory
+) -> None:
+    """The layout of docs/deploy.md restarted a node at a time, as its "Deploying a new version"
+    does: every client ends connected and held once, none misses more than a few ticks, each
+    node's clients leave over its drain and come back spread out rather than in one burst, a
+    page says the server restarts and comes back by itself, and nothing is logged at ERROR."""
+
+    count, interval, drain, window = 200, 50 * MS, 1000 * MS, 200 * MS
+    environment = {**env_file(), "REDIS_URL": redis_server.url}
+
+    def start(port: int = 0) -> ServerProcess:
+        return start_server(
+            *unit_options(port, environment),
+            f"--interval={interval}",
+            f"--drain_seconds={drain}",
+            f"--redis_interval={50 * MS}",
+            env=environment,
+        )
+
+    nodes = [start() for _ in range(2)]
+    port = free_port()
+    site = fill_site(
+        SITE.read_text(),
+        http_port=free_port(),
+        https_port=port,
+        certificate=certificate,
+        upstreams=[node.port for node in nodes],
+    )
+    # Each client holds two of nginx's connections, one on each side.
+    nginx = NginxProcess(site, tmp_path_factory.mktemp("nginx"), connections=4 * count)
+    try:
+        scenario(nodes, port, start, tls_context, count, interval, drain, window)
+    finally:
+        nginx.close()
+
+
+def scenario(nodes, port, start, tls_context, count, interval, drain, window) -> None:
+    """test_rolling_restart, with nginx in front of ``nodes`` on ``port``."""
+    from playwright.sync_api import expect
+
+    page = tls_context.new_page()
+    page.goto(f"https://127.0.0.1:{port}/?Id=page&restartWindow={window}&backoff={interval}")
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    page.evaluate(
+        """() => {
+            const status = document.getElementById("status-text");
+            window.statuses = [];
+            new MutationObserver(() => window.statuses.push(status.textContent))
+                .observe(status, { childList: true, characterData: true, subtree: true });
+        }"""
+    )
+    rolling = RollingRestart(
+        f"wss://127.0.0.1:{port}/websocket",
+        nodes,
+        start,
+        count=count,
+        window=window,
+        interval=interval,
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        scenario = asyncio.wait_for(rolling.run(drain_timeout=5 * TIMEOUT), 30 * TIMEOUT)
+        pool.submit(asyncio.run, scenario).result()
+    figures = rolling.figures()
+    print(json.dumps(figures, indent=1))
+
+    assert figures["connected_at_end"] == count
+    assert figures["held_by_the_nodes"] == count + 1  # and the page
+    assert figures["replaced"] == 0
+    # A client moves once or twice, and misses at most the window's ticks each time, and a few.
+    assert figures["ticks_missed"]["max"] <= 2 * window / interval + 12, figures["ticks_missed"]
+    for restart in figures["restarts"]:
+        closed = restart["closed"]
+        assert restart["close_codes"] == {app_drain.CLOSE_SERVICE_RESTART: closed}, restart
+        assert closed > count / 4, restart  # nginx's hash gave each node a share
+        # Spread over the drain, not all in the same instant; the comebacks too.
+        assert restart["closes_over_s"] > drain / 2, restart
+        assert restart["closes_peak_per_100ms"] < closed / 2, restart
+        assert restart["reconnects"] >= closed, restart
+        assert restart["reconnects_peak_per_100ms"] < restart["reconnects"] / 2, restart
+
+    expect(page.get_by_role("status")).to_have_text("Connected")
+    statuses = page.evaluate("window.statuses")
+    assert any(text.startswith("Server restarting, reconnecting in") for text in statuses)
+    for node in [*rolling.old_nodes, *rolling.nodes]:
+        assert "[E " not in node.log and "Traceback" not in node.log, node.log
 
 
 BAD_HEADERS = [
