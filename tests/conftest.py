@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +14,22 @@ from prometheus_process import PrometheusProcess, prometheus_missing, promtool_p
 from redis_process import RedisProcess, redis_missing
 from servers import ServerProcess
 from support import on_ci
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Start every child with SIGINT at its default, as a terminal starts the program it runs.
+
+    A script's ``pytest &`` (two suites side by side) starts the run with SIGINT ignored, and
+    each child inherits that: a server that leaves SIGINT to Python, as docs/minimal.py does,
+    would then ignore the SIGINT a test sends it for Ctrl-C.
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # SIG_DFL in a child
+    yield
+    if ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture

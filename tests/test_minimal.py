@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import statistics
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from support import MS, TIMEOUT, boundary_index, free_port, gaps, hang_up
+from support import MS, ROOT, TIMEOUT, boundary_index, free_port, gaps, hang_up
 from tornado.httpclient import HTTPClientError
 from tornado.websocket import websocket_connect
 
@@ -88,3 +90,26 @@ def test_ctrl_c(minimal: Any) -> None:
     minimal.wait_for_log(r"Message from 'a': 'line one\\nline two'")
     assert minimal.stop(signal.SIGINT) == 0
     assert "Traceback" not in minimal.log
+
+
+def test_ctrl_c_in_a_background_run() -> None:
+    """test_ctrl_c passes in a run started as a script's ``pytest &``, with SIGINT ignored."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # only for the run to inherit
+    try:
+        run = subprocess.Popen(
+            [*command, f"{__file__}::test_ctrl_c"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    with run:
+        try:
+            output, _ = run.communicate(timeout=10 * TIMEOUT)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            raise
+    assert run.returncode == 0, output

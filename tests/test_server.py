@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 import tornado.iostream
 from servers import ServerTestCase
-from support import MS, TICK, boundary_index, hang_up, recording_sends, server_text_frames
+from support import (
+    MS,
+    TICK,
+    TIMEOUT,
+    boundary_index,
+    hang_up,
+    recording_sends,
+    server_text_frames,
+)
 from tornado.httpclient import HTTPClientError
 from tornado.testing import gen_test
 from tornado.websocket import websocket_connect
@@ -335,24 +343,22 @@ def test_churn(start_server: Any) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_server(start_server: Any, signum: int) -> None:
     """Ctrl-C or SIGTERM: every client gets 1001 Going Away and the process exits 0, quietly."""
+    # serve() installs its handlers before it logs "Listening", which start_server waits for.
     server = start_server(f"--interval={TICK}")
 
     async def scenario() -> list[tuple[int | None, str | None]]:
         connections = [await websocket_connect(server.ws_url(f"c{n}")) for n in range(3)]
         for connection in connections:
-            await connection.read_message()
+            await asyncio.wait_for(connection.read_message(), TIMEOUT)
         server.process.send_signal(signum)
         for connection in connections:
-            while await connection.read_message() is not None:
+            while await asyncio.wait_for(connection.read_message(), 5 * TIMEOUT) is not None:
                 pass
             connection.close()
         return [(c.close_code, c.close_reason) for c in connections]
 
-    started = time.monotonic()
     closes = asyncio.run(scenario())
-    assert server.process.wait(timeout=5) == 0
-    elapsed = time.monotonic() - started
+    assert server.process.wait(5 * TIMEOUT) == 0
     assert closes == [(app.CLOSE_GOING_AWAY, "Server shutting down")] * 3
-    assert elapsed < 3
     assert "Traceback" not in server.log and "KeyboardInterrupt" not in server.log
     assert "Shutting down" in server.log
