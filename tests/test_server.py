@@ -342,9 +342,10 @@ def test_churn(start_server: Any) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_server(start_server: Any, signum: int) -> None:
-    """Ctrl-C or SIGTERM: every client gets 1001 Going Away and the process exits 0, quietly."""
+    """Ctrl-C, or SIGTERM without a drain: every client gets 1001 Going Away and the process
+    exits 0, quietly. (SIGTERM's drain has tests/test_drain.py.)"""
     # serve() installs its handlers before it logs "Listening", which start_server waits for.
-    server = start_server(f"--interval={TICK}")
+    server = start_server(f"--interval={TICK}", "--drain_seconds=0")
 
     async def scenario() -> list[tuple[int | None, str | None]]:
         connections = [await websocket_connect(server.ws_url(f"c{n}")) for n in range(3)]
