@@ -193,7 +193,11 @@ def main() -> int:
     finally:
         if server is not None:
             server.send_signal(signal.SIGINT)  # Ctrl-C, as in a terminal
-            server.wait(10)
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()  # it ignored Ctrl-C (started with SIGINT ignored): never leave it
+                server.wait()
             copier.join(1)  # the last of its output before the verdict
     return 0 if verdict(seen, args.interval) else 1
 

@@ -134,7 +134,9 @@ def test_part1_stdin() -> None:
             assert process.stdin is not None
             process.stdin.write("hello\nthe second line\n")
             process.stdin.flush()
-            got = [[await read(client) for _ in range(2)] for client in clients]
+            got = []
+            for client in clients:  # one loop at a time: Python 3.9 has no await in a nested one
+                got.append([await read(client) for _ in range(2)])
             for client in clients:
                 await hang_up(client)
             return got

@@ -396,7 +396,11 @@ class Cluster:
                 await asyncio.sleep(0.01)
             await self.quietly(self.forget_node(client))  # or it expires by itself
         if self.task is not None:
-            self.task.cancel()
+            # redis-py can lose a cancel (PubSub.subscribe returns as if none had come), and the
+            # session would then serve on: cancel again until the task has ended.
+            while not self.task.done():
+                self.task.cancel()
+                await asyncio.wait([self.task], timeout=self.interval)
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
